@@ -1,0 +1,1 @@
+"""The archive: SQL tables, the MAP-Elites grid per island, migration and selection."""

@@ -1,0 +1,207 @@
+"""The archive's database: connection set-up and the writes of the ask/tell loop.
+
+Each step is written in one transaction (mutation call, program, evaluation), so a
+run killed at any moment either has the whole step or none of it. The hot path uses
+SQLAlchemy Core inserts: the ORM's unit of work costs more than the rest of a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from evoengine.archive.models import Base, Evaluation, MutationCall, Program, Run, utcnow
+from evoengine.archive.records import ProgramRecord, cell_from_text, cell_to_text
+from evoengine.evaluation.result import EvaluationResult
+from evoengine.mutation.types import Child
+
+
+class StoreError(RuntimeError):
+    """The archive database cannot be used as asked; the message says why."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def make_engine(url: str, echo: bool = False) -> Engine:
+    """Create the engine; SQLite gets WAL mode, NORMAL sync and foreign keys."""
+    engine = create_engine(url, echo=echo)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable against process kills
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+@dataclass
+class StepRecord:
+    """Everything one step writes: the proposal, and the program if one was made."""
+
+    step: int
+    parent_id: int
+    outcome: str  # applied | noop | duplicate | rejected
+    child: Child | None
+    program: ProgramRecord | None = None
+    evaluation: EvaluationResult | None = None
+
+
+_PROGRAMS = Program.__table__
+_EVALUATIONS = Evaluation.__table__
+_MUTATION_CALLS = MutationCall.__table__
+_RUNS = Run.__table__
+# Built once: values travel as bound parameters, so SQLAlchemy compiles each once.
+_INSERT_PROGRAM = insert(_PROGRAMS)
+_INSERT_EVALUATION = insert(_EVALUATIONS)
+_INSERT_MUTATION_CALL = insert(_MUTATION_CALLS)
+_UPDATE_RUN_PROGRESS = update(_RUNS).where(_RUNS.c.id == bindparam("run_id_")).values(
+    elapsed_s=bindparam("elapsed_s"), cost=bindparam("cost"))
+
+
+class ArchiveStore:
+    """Reads and writes one run's rows."""
+
+    def __init__(self, engine: Engine, run_id: int) -> None:
+        self.engine = engine
+        self.run_id = run_id
+
+    # --- runs -------------------------------------------------------------------------
+    @classmethod
+    def create_run(cls, engine: Engine, name: str, problem: str, seed: int,
+                   config: dict[str, Any]) -> ArchiveStore:
+        with engine.begin() as conn:
+            existing = conn.execute(select(Run.id).where(Run.name == name)).first()
+            if existing is not None:
+                raise StoreError(f"a run named {name!r} already exists in this database; "
+                                 f"use `evo resume` or pick another name=")
+            result = conn.execute(insert(Run).values(
+                name=name, problem=problem, seed=seed, config=config, status="running"))
+            return cls(engine, int(result.inserted_primary_key[0]))
+
+    @classmethod
+    def open_run(cls, engine: Engine, name: str | None = None) -> tuple[ArchiveStore, Run]:
+        """Open an existing run (the only one in the database when ``name`` is None)."""
+        with engine.connect() as conn:
+            query = select(Run)
+            if name is not None:
+                query = query.where(Run.name == name)
+            rows = conn.execute(query.order_by(Run.id)).all()
+        if not rows:
+            raise StoreError("no run found in this database" if name is None
+                             else f"no run named {name!r} in this database")
+        if len(rows) > 1 and name is None:
+            raise StoreError("this database holds several runs; name one with name=")
+        run = Run(**rows[-1]._mapping)
+        return cls(engine, run.id), run
+
+    def set_status(self, status: str, elapsed_s: float, cost: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(Run).where(Run.id == self.run_id).values(
+                status=status, elapsed_s=elapsed_s, cost=cost, updated_at=utcnow()))
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(Run).where(Run.id == self.run_id).values(config=config))
+
+    # --- writes -----------------------------------------------------------------------
+    def add_programs(self, programs: list[tuple[ProgramRecord, EvaluationResult | None]]
+                     ) -> None:
+        """Store programs no mutation call produced (the seed and its copies, migrated
+        elites) in one transaction; sets each ``program.id``."""
+        with self.engine.begin() as conn:
+            for program, evaluation in programs:
+                self._insert_program(conn, program, evaluation, "train")
+
+    def record_step(self, record: StepRecord, elapsed_s: float, cost: float) -> None:
+        """Write one step atomically; sets ``record.program.id``."""
+        with self.engine.begin() as conn:
+            program_id = None
+            if record.program is not None:
+                program_id = self._insert_program(conn, record.program, record.evaluation,
+                                                  "train")
+            child = record.child
+            conn.execute(_INSERT_MUTATION_CALL, dict(
+                run_id=self.run_id, step=record.step, parent_id=record.parent_id,
+                program_id=program_id, outcome=record.outcome,
+                operator=child.operator if child else "", model=child.model if child else "",
+                edit=child.edit if child else "", prompt=child.prompt if child else "",
+                response=child.response if child else "",
+                prompt_tokens=child.prompt_tokens if child else 0,
+                completion_tokens=child.completion_tokens if child else 0,
+                cost=child.cost if child else 0.0, latency_s=child.latency_s if child else 0.0,
+                created_at=utcnow()))
+            conn.execute(_UPDATE_RUN_PROGRESS,
+                         dict(run_id_=self.run_id, elapsed_s=elapsed_s, cost=cost))
+
+    def set_validation_score(self, program_id: int, result: EvaluationResult) -> None:
+        with self.engine.begin() as conn:
+            self._insert_evaluation(conn, program_id, result, "validation")
+            conn.execute(update(Program).where(Program.id == program_id).values(
+                validation_score=result.score))
+
+    def _insert_program(self, conn: Connection, program: ProgramRecord,
+                        evaluation: EvaluationResult | None, split: str) -> int:
+        result = conn.execute(_INSERT_PROGRAM, dict(
+            run_id=self.run_id, step=program.step, island=program.island,
+            generation=program.generation, parent_id=program.parent_id,
+            second_parent_id=program.second_parent_id, operator=program.operator,
+            model=program.model, code=program.code, code_hash=program.code_hash,
+            valid=program.valid, score=program.score, error=program.error,
+            metrics=program.metrics, features=program.features,
+            cell=cell_to_text(program.cell), feedback=program.feedback,
+            validation_score=program.validation_score, created_at=utcnow()))
+        program.id = int(result.inserted_primary_key[0])
+        if evaluation is not None:
+            self._insert_evaluation(conn, program.id, evaluation, split)
+        return program.id
+
+    @staticmethod
+    def _insert_evaluation(conn: Connection, program_id: int, result: EvaluationResult,
+                           split: str) -> None:
+        conn.execute(_INSERT_EVALUATION, dict(
+            program_id=program_id, split=split, valid=result.valid, score=result.score,
+            error=result.error.value if result.error else None, metrics=result.metrics,
+            features=result.features, feedback=result.feedback, wall_s=result.wall_s,
+            cpu_s=result.cpu_s, stage=result.stage, created_at=utcnow()))
+
+    # --- reads ------------------------------------------------------------------------
+    def iter_programs(self) -> Iterator[ProgramRecord]:
+        """Every program of the run in insertion order (for rebuilding the archive)."""
+        columns = [Program.id, Program.step, Program.island, Program.generation,
+                   Program.parent_id, Program.second_parent_id, Program.operator,
+                   Program.model, Program.code, Program.code_hash, Program.valid,
+                   Program.score, Program.error, Program.metrics, Program.features,
+                   Program.cell, Program.feedback, Program.validation_score]
+        with self.engine.connect() as conn:
+            rows = conn.execution_options(yield_per=2000).execute(
+                select(*columns).where(Program.run_id == self.run_id).order_by(Program.id))
+            for row in rows:
+                values = dict(row._mapping)
+                values["cell"] = cell_from_text(values["cell"])
+                yield ProgramRecord(**values)
+
+    def last_step(self) -> int:
+        """The highest step recorded (by a program or a mutation call); -1 if none."""
+        with self.engine.connect() as conn:
+            a = conn.execute(select(func.max(MutationCall.step)).where(
+                MutationCall.run_id == self.run_id)).scalar()
+        return -1 if a is None else int(a)
+
+    def count_evaluations(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count(Evaluation.id)).join(Program).where(
+                    Program.run_id == self.run_id, Evaluation.split == "train")).scalar() or 0)

@@ -1,0 +1,67 @@
+"""``evo``: the command-line entry point. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from evoengine.archive.store import StoreError
+from evoengine.config.compose import ConfigError
+from evoengine.controller.loop import RunError
+from evoengine.evaluation.problem import ProblemError
+from evoengine.mutation.evolve_block import EvolveBlockError
+
+USER_ERRORS = (ConfigError, StoreError, ProblemError, RunError, EvolveBlockError)
+
+EPILOG = """examples:
+  evo run problem=bin_packing search.max_evaluations=300 seed=1
+  evo resume runs/<name> search.max_evaluations=600
+  evo eval problem=bin_packing program=my_priority.py split=validation
+  evo problems
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evo", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="start a search (KEY=VALUE overrides of conf/)")
+    run.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    resume = commands.add_parser("resume", help="continue a run from its database")
+    resume.add_argument("run_dir", help="runs/<name> (or a database URL)")
+    resume.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    evaluate = commands.add_parser(
+        "eval", help="run one program through the sandbox and print its score",
+        description="evo eval problem=NAME program=PATH [split=train|validation|test] "
+                    "[KEY=VALUE ...]")
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    commands.add_parser("problems", help="list the known problems")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from evoengine.cli.run_cmd import run_command
+
+            return run_command(args.overrides, show_config=args.cfg)
+        if args.command == "resume":
+            from evoengine.cli.run_cmd import resume_command
+
+            return resume_command(args.run_dir, args.overrides)
+        if args.command == "eval":
+            from evoengine.cli.eval_cmd import eval_command
+
+            return eval_command(args.overrides)
+        from evoengine.cli.problems_cmd import problems_command
+
+        return problems_command()
+    except USER_ERRORS as exc:
+        print(f"evo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

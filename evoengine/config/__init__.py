@@ -1,0 +1,1 @@
+"""Structured configuration: dataclasses registered with Hydra's ConfigStore."""

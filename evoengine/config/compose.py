@@ -1,0 +1,172 @@
+"""Compose a run's configuration from ``conf/`` and command-line overrides with Hydra.
+
+Problems are config-group options too: every ``problems/<name>/problem.yaml`` (in the
+engine's own ``problems/`` and in ``./problems`` of the working directory) is
+registered as ``problem=<name>``. ``problem=<directory>`` registers that folder under
+its basename first, so a problem can live anywhere.
+
+Every error a user can cause here is a :class:`ConfigError` whose message is one line
+naming the key and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from evoengine.config.schema import ConfigValueError, ProblemConfig, RunConfig
+from evoengine.paths import resource_dir
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing configuration error."""
+
+
+def problem_search_dirs() -> list[Path]:
+    """Folders whose subfolders are problems: ``./problems`` first, then the engine's."""
+    dirs = [Path.cwd() / "problems", resource_dir("problems")]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def load_problem_yaml(folder: Path) -> DictConfig:
+    """Load and type-check ``folder/problem.yaml``; ``path`` is set to the folder."""
+    yaml_path = folder / "problem.yaml"
+    if not yaml_path.is_file():
+        raise ConfigError(f"{folder} is not a problem folder: it has no problem.yaml "
+                          "(see `evo problems` for the known ones)")
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(ProblemConfig), OmegaConf.load(yaml_path))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{yaml_path}: {_first_line(exc)}") from exc
+    node.path = str(folder.resolve())
+    if node.name != folder.name:
+        node.name = folder.name
+    return node
+
+
+def discover_problems() -> dict[str, Path]:
+    """Known problems by name (``./problems`` wins over the engine's own)."""
+    found: dict[str, Path] = {}
+    for base in problem_search_dirs():
+        for yaml_path in sorted(base.glob("*/problem.yaml")):
+            found.setdefault(yaml_path.parent.name, yaml_path.parent)
+    return found
+
+
+def _register(overrides: list[str]) -> list[str]:
+    """Register problems with the ConfigStore; rewrite ``problem=<dir>`` to its name."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    problems = discover_problems()
+    rewritten = []
+    for override in overrides:
+        match = re.fullmatch(r"problem=(.+)", override)
+        if match and match.group(1) not in problems:
+            folder = Path(match.group(1)).expanduser()
+            if folder.is_dir():
+                problems[folder.resolve().name] = folder.resolve()
+                override = f"problem={folder.resolve().name}"
+            elif not (resource_dir("conf") / "problem" / f"{match.group(1)}.yaml").is_file():
+                known = ", ".join(sorted(problems)) or "none"
+                raise ConfigError(f"problem: unknown problem {match.group(1)!r}; known: {known} "
+                                  "(or give a problem folder's path)")
+        rewritten.append(override)
+    for name, folder in problems.items():
+        store.store(group="problem", name=name, node=load_problem_yaml(folder))
+    return rewritten
+
+
+def compose_config(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides``; raise ConfigError if bad."""
+    overrides = _register(list(overrides))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base=None):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    except Exception as exc:  # Hydra raises several unrelated types for user errors
+        raise ConfigError(_hydra_message(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Instantiate the typed config and check every value."""
+    try:
+        # Merging onto the schema rejects keys that Hydra's ``+key=`` let through.
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        run_config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_hydra_message(exc)) from exc
+    assert isinstance(run_config, RunConfig)
+    try:
+        validate_tree(run_config)
+    except ConfigValueError as exc:
+        raise ConfigError(f"{exc}") from exc
+    return run_config
+
+
+def validate_tree(node: Any) -> None:
+    """Call ``validate()`` on every dataclass in ``node``, depth first."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            validate_tree(getattr(node, f.name))
+        if hasattr(node, "validate"):
+            node.validate()
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            validate_tree(item)
+    elif isinstance(node, dict):
+        for item in node.values():
+            validate_tree(item)
+
+
+def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
+    """Compose, type-check and validate; return the typed config and its YAML-able node."""
+    cfg = compose_config(overrides)
+    return to_run_config(cfg), cfg
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _hydra_message(exc: BaseException) -> str:
+    """Turn Hydra/OmegaConf's multi-line errors into one line that names the key."""
+    messages = []
+    cursor: BaseException | None = exc
+    while cursor is not None:
+        messages.append(str(cursor))
+        cursor = cursor.__cause__ or cursor.__context__
+    text = "\n".join(messages)
+    key = re.search(r"[Kk]ey '([^']+)' (?:is )?not in struct", text)
+    override = re.search(r"Could not override '([^']+)'", text)
+    if key or override:
+        name = override.group(1) if override else key.group(1)
+        return (f"{name}: unknown config key; check its spelling (`evo run --cfg` prints "
+                "every key), or use +KEY=VALUE only for free-form maps")
+    bad_value = re.search(r"Value '([^']*)' (?:of type '[^']*' )?could not be converted to "
+                          r"(\w+)[\s\S]*?full_key: (\S+)", text)
+    if bad_value:
+        return (f"{bad_value.group(3)}: {bad_value.group(1)!r} is not a valid "
+                f"{bad_value.group(2)}")
+    missing_option = re.search(r"Could not find '([^']+)'", text)
+    if missing_option:
+        return f"{missing_option.group(1)}: no such config option; see conf/ for the choices"
+    full_key = re.search(r"full_key: (\S+)", text)
+    first = _first_line(exc)
+    return f"{full_key.group(1)}: {first}" if full_key else first

@@ -1,0 +1,212 @@
+"""Structured config dataclasses: the schema Hydra validates every override against.
+
+Each dataclass is the type of one config group (``conf/<group>/*.yaml`` fill it in).
+Values are checked by each class's ``validate()`` (called for the whole tree by
+:func:`evoengine.config.compose.validate_tree`) so that a bad value fails before any
+work starts, with a message that names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class ConfigValueError(ValueError):
+    """A config value is out of range; ``key`` is its dotted path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigValueError(key, message)
+
+
+@dataclass
+class FeatureDimConfig:
+    """One MAP-Elites axis: a feature name and the range split into ``bins`` cells."""
+
+    name: str = MISSING
+    min: float = 0.0
+    max: float = 1.0
+    bins: int = 10
+
+    def validate(self) -> None:
+        _require(self.bins >= 1, f"features.{self.name}.bins", "must be at least 1")
+        _require(self.max > self.min, f"features.{self.name}.max", "must be greater than min")
+
+
+@dataclass
+class SplitConfig:
+    """An instance set. ``spec`` is passed to the problem's ``load_instances``."""
+
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProblemConfig:
+    """A problem: ``problems/<name>/problem.yaml`` is an instance of this."""
+
+    name: str = MISSING
+    path: str | None = None  # the problem folder; filled in by the loader
+    description: str = ""
+    evolve_file: str = "initial.py"
+    entry: str = MISSING  # the evolved function, e.g. "priority"
+    harness: str = "harness.py"
+    scorer: str = "score.py"
+    splits: dict[str, SplitConfig] = field(default_factory=dict)  # train/validation/test
+    timeout_s: float = 60.0
+    cpu_s: int = 60
+    memory_mb: int = 2048
+    features: list[FeatureDimConfig] = field(default_factory=list)
+    gp_vocabulary: list[list[str]] = field(default_factory=list)  # interchangeable calls
+    preload: list[str] = field(default_factory=lambda: ["numpy"])
+
+    def validate(self) -> None:
+        _require(self.timeout_s > 0, "problem.timeout_s", "must be positive")
+        _require(self.cpu_s > 0, "problem.cpu_s", "must be positive")
+        _require(self.memory_mb >= 64, "problem.memory_mb", "must be at least 64")
+        _require("train" in self.splits, "problem.splits.train",
+                 "every problem needs a train split")
+
+
+@dataclass
+class GPOperatorWeights:
+    """Relative probabilities of the offline GP operators."""
+
+    perturb_constant: float = 2.0
+    swap_operator: float = 1.0
+    swap_call: float = 1.0
+    delete_statement: float = 0.5
+    duplicate_statement: float = 0.5
+    swap_statements: float = 0.5
+    crossover: float = 1.0
+
+    def validate(self) -> None:
+        for name, value in sorted(vars(self).items()):
+            _require(value >= 0, f"llm.gp.operators.{name}", "must be non-negative")
+        _require(sum(vars(self).values()) > 0, "llm.gp.operators", "at least one weight > 0")
+
+
+@dataclass
+class GPConfig:
+    """The offline genetic-programming mutator (``llm=gp``)."""
+
+    operators: GPOperatorWeights = field(default_factory=GPOperatorWeights)
+    max_attempts: int = 20  # tries to make a child that differs from its parent
+    constant_sigma: float = 0.25  # relative std-dev of a numeric perturbation
+
+    def validate(self) -> None:
+        _require(self.max_attempts >= 1, "llm.gp.max_attempts", "must be at least 1")
+        _require(self.constant_sigma > 0, "llm.gp.constant_sigma", "must be positive")
+
+
+@dataclass
+class LLMConfig:
+    """Which mutator proposes children. ``auto``: a configured model, else ``gp``."""
+
+    provider: str = "auto"  # auto | gp
+    gp: GPConfig = field(default_factory=GPConfig)
+
+    def validate(self) -> None:
+        _require(self.provider in ("auto", "gp"), "llm.provider",
+                 f"unknown provider {self.provider!r}; choose auto or gp")
+
+
+@dataclass
+class SandboxConfig:
+    """Where candidate code runs. ``auto``: Docker when available, else ``process``."""
+
+    backend: str = "auto"  # auto | process
+    pool_size: int = 2  # resident runners per instance set
+    max_processes: int = 32
+    max_file_mb: int = 16
+    max_output_mb: int = 8
+
+    def validate(self) -> None:
+        _require(self.backend in ("auto", "process"), "sandbox.backend",
+                 f"unknown backend {self.backend!r}; choose auto or process")
+        _require(self.pool_size >= 1, "sandbox.pool_size", "must be at least 1")
+        _require(self.max_processes >= 1, "sandbox.max_processes", "must be at least 1")
+        _require(self.max_file_mb >= 1, "sandbox.max_file_mb", "must be at least 1")
+        _require(self.max_output_mb >= 1, "sandbox.max_output_mb", "must be at least 1")
+
+
+@dataclass
+class DBConfig:
+    """The archive database. ``url`` null: SQLite at ``runs/<name>/archive.db``."""
+
+    url: str | None = None
+    echo: bool = False
+
+
+SELECTION_STRATEGIES = ("power_law", "score_novelty", "uniform", "tournament")
+
+
+@dataclass
+class SearchConfig:
+    """Budgets, concurrency, islands, the MAP-Elites grid and parent selection."""
+
+    max_evaluations: int = 1000
+    max_wall_seconds: float = 0.0  # 0: no limit
+    max_cost: float = 0.0  # in dollars; 0: no limit
+    llm_concurrency: int = 2
+    eval_concurrency: int = 2
+    max_idle_steps: int = 1000  # stop after this many steps in a row with nothing evaluated
+    num_islands: int = 4
+    migration_interval: int = 100  # evaluations between migrations
+    migration_count: int = 2  # elites each island sends to the next (ring)
+    selection: str = "power_law"
+    power_law_alpha: float = 1.0  # P(rank r) ~ r^-alpha
+    tournament_size: int = 3
+    num_top_inspirations: int = 1  # from the island's best programs
+    num_cell_inspirations: int = 1  # elites of other cells of the island
+    top_k: int = 10  # the island's best programs kept for inspirations
+    code_length: FeatureDimConfig = field(
+        default_factory=lambda: FeatureDimConfig(name="code_length", min=0, max=2000, bins=8))
+    features: list[FeatureDimConfig] = field(default_factory=list)  # empty: problem's
+
+    def validate(self) -> None:
+        _require(self.max_evaluations >= 1, "search.max_evaluations", "must be at least 1")
+        _require(self.max_wall_seconds >= 0, "search.max_wall_seconds", "must be >= 0")
+        _require(self.max_cost >= 0, "search.max_cost", "must be >= 0")
+        _require(self.llm_concurrency >= 1, "search.llm_concurrency", "must be at least 1")
+        _require(self.eval_concurrency >= 1, "search.eval_concurrency", "must be at least 1")
+        _require(self.max_idle_steps >= 1, "search.max_idle_steps", "must be at least 1")
+        _require(self.num_islands >= 1, "search.num_islands", "must be at least 1")
+        _require(self.migration_interval >= 1, "search.migration_interval", "must be >= 1")
+        _require(self.migration_count >= 0, "search.migration_count", "must be >= 0")
+        _require(self.selection in SELECTION_STRATEGIES, "search.selection",
+                 f"unknown strategy {self.selection!r}; choose one of "
+                 + ", ".join(SELECTION_STRATEGIES))
+        _require(self.power_law_alpha >= 0, "search.power_law_alpha", "must be >= 0")
+        _require(self.tournament_size >= 1, "search.tournament_size", "must be at least 1")
+        _require(self.num_top_inspirations >= 0, "search.num_top_inspirations", "must be >= 0")
+        _require(self.num_cell_inspirations >= 0, "search.num_cell_inspirations", "must be >= 0")
+        _require(self.top_k >= 1, "search.top_k", "must be at least 1")
+
+
+@dataclass
+class RunConfig:
+    """The whole configuration of ``evo run``."""
+
+    problem: ProblemConfig = MISSING
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    db: DBConfig = field(default_factory=DBConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seed: int = 0
+    name: str | None = None  # default: <problem>-<date>-<time>
+    runs_dir: str = "runs"
+    ui: str = "auto"  # auto (live dashboard on a terminal) | rich | plain | none
+
+    def validate(self) -> None:
+        _require(self.ui in ("auto", "rich", "plain", "none"), "ui",
+                 f"unknown ui {self.ui!r}; choose auto, rich, plain or none")
+        _require(self.name is None or ("/" not in self.name and self.name not in ("", ".", "..")),
+                 "name", "must be a plain folder name")

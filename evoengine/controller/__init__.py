@@ -1,0 +1,1 @@
+"""The ask/tell loop: budgets, concurrency, shutdown and resume."""

@@ -1,0 +1,82 @@
+"""Showing a run while it goes: a ``rich`` live dashboard, or plain progress lines.
+
+``auto`` picks the live dashboard on a terminal and plain lines otherwise (CI, pipes).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from evoengine.controller.stats import RunStats
+
+
+def render(stats: RunStats) -> Panel:
+    """One frame of the dashboard."""
+    done = min(stats.evaluations, stats.max_evaluations)
+    header = Table.grid(padding=(0, 2))
+    header.add_row(f"[bold]{stats.run_name}[/]", f"problem [cyan]{stats.problem}[/]",
+                   f"mutator {stats.mutator}", f"sandbox {stats.sandbox}")
+    progress = Table.grid(padding=(0, 2))
+    progress.add_row(ProgressBar(total=stats.max_evaluations, completed=done, width=40),
+                     f"{done}/{stats.max_evaluations} evaluations",
+                     f"{stats.evaluations_per_second:.2f} eval/s",
+                     f"{stats.session_seconds:.0f} s")
+    best = "—" if stats.best_score is None else f"{stats.best_score:.4f}"
+    failures = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.failures.items())) or "none"
+    skipped = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.outcomes.items())) or "none"
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row(f"best score [bold green]{best}[/] (program {stats.best_program_id})",
+                    f"failures: {failures}", f"not evaluated: {skipped}",
+                    f"cost ${stats.cost:.4f}")
+    top = Table(title="top programs", expand=False, show_edge=False)
+    for column in ("id", "score", "island", "operator"):
+        top.add_column(column)
+    for program_id, score, island, operator in stats.top:
+        top.add_row(str(program_id), f"{score:.4f}", str(island), operator)
+    parts = [header, progress, summary, top]
+    if stats.message:
+        parts.append(stats.message)
+    return Panel(Group(*parts), title="evoengine", border_style="blue")
+
+
+class Dashboard:
+    """A context manager that shows ``stats`` until the run ends."""
+
+    def __init__(self, stats: RunStats, mode: str, console: Console | None = None) -> None:
+        self.stats = stats
+        self.console = console or Console(stderr=False)
+        if mode == "auto":
+            mode = "rich" if self.console.is_terminal else "plain"
+        self.mode = mode
+        self._live: Live | None = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> Dashboard:
+        if self.mode == "rich":
+            self._live = Live(get_renderable=lambda: render(self.stats), console=self.console,
+                              refresh_per_second=2, transient=False)
+            self._live.__enter__()
+        return self
+
+    def tick(self) -> None:
+        """Called after each step; the plain mode prints a line every few seconds."""
+        if self.mode != "plain" or time.monotonic() - self._last_line < 5.0:
+            return
+        self._last_line = time.monotonic()
+        best = "—" if self.stats.best_score is None else f"{self.stats.best_score:.4f}"
+        print(f"[{self.stats.evaluations}/{self.stats.max_evaluations}] best {best} "
+              f"| {self.stats.evaluations_per_second:.2f} eval/s "
+              f"| failures {sum(self.stats.failures.values())}", file=sys.stdout, flush=True)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)

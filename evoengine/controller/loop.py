@@ -1,0 +1,216 @@
+"""The ask/tell loop (DESIGN.md, "The loop").
+
+One coroutine owns the archive. It asks for work, runs mutations and evaluations
+concurrently (bounded by ``search.llm_concurrency`` and ``search.eval_concurrency``)
+and tells the archive each result as it arrives, writing every step to the database
+before it counts. With both concurrencies at 1 the steps run strictly one after
+another, so a seed, problem and config always give the same archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evoengine.archive.archive import Work
+from evoengine.archive.records import ProgramRecord, code_hash
+from evoengine.archive.store import StepRecord
+from evoengine.controller.setup import RunContext
+from evoengine.controller.stats import RunStats
+from evoengine.evaluation.result import ErrorKind, EvaluationResult
+from evoengine.mutation.evolve_block import EvolveBlockError, check_edit_confined
+from evoengine.mutation.types import Child
+
+
+STOPPED_BY_USER = "stopped by user"
+
+
+class RunError(RuntimeError):
+    """The run cannot go on; the message says what to fix."""
+
+
+@dataclass
+class StepOutcome:
+    outcome: str  # applied | noop | duplicate | rejected
+    child: Child | None
+    evaluation: EvaluationResult | None = None
+
+
+class Controller:
+    """Drives one run until a budget is spent or a stop is requested."""
+
+    def __init__(self, context: RunContext, stats: RunStats) -> None:
+        self.ctx = context
+        self.stats = stats
+        search = context.config.search
+        self._llm_slots = asyncio.Semaphore(search.llm_concurrency)
+        self._eval_slots = asyncio.Semaphore(search.eval_concurrency)
+        self._in_flight_limit = max(search.llm_concurrency, search.eval_concurrency)
+        self._stop = asyncio.Event()
+        self._started = time.monotonic()
+        self.stop_reason = ""
+        self._idle_steps = 0
+        self.on_step: Callable[[], None] | None = None  # e.g. the dashboard's tick
+
+    # --- control ------------------------------------------------------------------------
+    def request_stop(self, reason: str = STOPPED_BY_USER) -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.ctx.prior_elapsed_s + (time.monotonic() - self._started)
+
+    def _budget_left(self, in_flight: int) -> bool:
+        search = self.ctx.config.search
+        if self.ctx.archive.evaluations + in_flight >= search.max_evaluations:
+            self.stop_reason = self.stop_reason or "evaluation budget spent"
+            return False
+        if search.max_wall_seconds and self.elapsed_s >= search.max_wall_seconds:
+            self.stop_reason = self.stop_reason or "wall-time budget spent"
+            return False
+        if search.max_cost and self.stats.cost >= search.max_cost:
+            self.stop_reason = self.stop_reason or "cost budget spent"
+            return False
+        return True
+
+    # --- the loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Seed the archive if it is empty, then ask and tell until done."""
+        self.stats.cost = self.ctx.prior_cost
+        if self.ctx.archive.programs == 0:
+            await self._seed()
+        self._refresh_stats()
+        tasks: dict[asyncio.Task[StepOutcome], Work] = {}
+        stop_waiter = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                while (not self._stop.is_set() and len(tasks) < self._in_flight_limit
+                       and self._budget_left(len(tasks))):
+                    work = self.ctx.archive.ask(self.ctx.next_step)
+                    self.ctx.next_step += 1
+                    tasks[asyncio.ensure_future(self._produce(work))] = work
+                if not tasks or self._stop.is_set():
+                    break
+                done, _ = await asyncio.wait([*tasks, stop_waiter],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted((t for t in done if t in tasks), key=lambda t: tasks[t].step):
+                    self._tell(tasks.pop(task), task.result())
+        finally:
+            stop_waiter.cancel()
+            for task in tasks:  # unfinished steps were never written: nothing is lost
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _seed(self) -> None:
+        """Evaluate the problem's initial program and place it on every island."""
+        code = self.ctx.problem.initial_code
+        result = await self.ctx.evaluator.evaluate(code)
+        if not result.valid:
+            first = (result.feedback.splitlines() or [""])[0]
+            raise RunError(f"the seed program {self.ctx.problem.folder}/"
+                           f"{self.ctx.problem.config.evolve_file} fails "
+                           f"({result.error.value if result.error else 'invalid'}): {first}")
+        seed = self._record(code, "initial", "seed", result, island=0)
+        self.ctx.store.add_programs([(seed, result)])
+        copies = []
+        for island in range(1, self.ctx.config.search.num_islands):
+            copy = self._record(code, "initial_copy", "seed", result, island=island)
+            copy.parent_id = seed.id
+            copies.append(copy)
+        self.ctx.store.add_programs([(c, None) for c in copies])
+        self.ctx.archive.add(seed, evaluated=True)
+        for copy in copies:
+            self.ctx.archive.add(copy, evaluated=False)
+        self.stats.session_evaluations += 1
+
+    async def _produce(self, work: Work) -> StepOutcome:
+        """Mutate, check, evaluate: everything of a step except writing it down."""
+        async with self._llm_slots:
+            child = await self.ctx.mutator.propose(
+                work.parent.view(), [p.view() for p in work.inspirations],
+                work.parent.feedback, work.rng)
+        if child is None:
+            return StepOutcome("noop", None)
+        try:
+            check_edit_confined(work.parent.code, child.code)
+        except EvolveBlockError as exc:
+            return StepOutcome("rejected", child, EvaluationResult.failure(
+                ErrorKind.REJECTED_EDIT, str(exc)))
+        if self._is_known(child.code):
+            return StepOutcome("duplicate", child)
+        async with self._eval_slots:
+            result = await self.ctx.evaluator.evaluate(child.code)
+        return StepOutcome("applied", child, result)
+
+    def _is_known(self, code: str) -> bool:
+        return code_hash(code) in self.ctx.archive.hashes
+
+    def _record(self, code: str, operator: str, model: str, result: EvaluationResult,
+                island: int, parent: ProgramRecord | None = None, step: int | None = None,
+                child: Child | None = None) -> ProgramRecord:
+        cell = self.ctx.archive.locate_cell(result.features) if result.valid else None
+        return ProgramRecord(
+            island=island, generation=(parent.generation + 1) if parent else 0,
+            operator=operator, model=model, code=code, valid=result.valid,
+            score=result.score, step=step, parent_id=parent.id if parent else None,
+            second_parent_id=child.second_parent_id if child else None,
+            error=result.error.value if result.error else None, metrics=result.metrics,
+            features=result.features, cell=cell, feedback=result.feedback)
+
+    def _tell(self, work: Work, outcome: StepOutcome) -> None:
+        """Write the step down, then let the archive and the stats count it."""
+        program = None
+        child = outcome.child
+        if child is not None and outcome.evaluation is not None:
+            program = self._record(child.code, child.operator, child.model,
+                                   outcome.evaluation, work.island, work.parent, work.step,
+                                   child)
+        if child is not None:
+            self.stats.cost += child.cost
+        self.ctx.store.record_step(
+            StepRecord(step=work.step, parent_id=work.parent.id, outcome=outcome.outcome,
+                       child=child, program=program,
+                       evaluation=outcome.evaluation if outcome.outcome == "applied" else None),
+            elapsed_s=self.elapsed_s, cost=self.stats.cost)
+        if program is not None:
+            evaluated = outcome.outcome == "applied"
+            self.ctx.archive.add(program, evaluated=evaluated)
+            if evaluated:
+                self.stats.session_evaluations += 1
+                if program.error:
+                    self.stats.failures[program.error] += 1
+        if outcome.outcome != "applied":
+            self.stats.outcomes[outcome.outcome] += 1
+            self._idle_steps += 1
+            if self._idle_steps >= self.ctx.config.search.max_idle_steps:
+                self.request_stop(f"the mutator made nothing new to evaluate in "
+                                  f"{self._idle_steps} steps in a row")
+        else:
+            self._idle_steps = 0
+        if self.ctx.archive.migration_due():
+            self._migrate()
+        self._refresh_stats()
+        if self.on_step is not None:
+            self.on_step()
+
+    def _migrate(self) -> None:
+        copies = self.ctx.archive.plan_migration()
+        self.ctx.store.add_programs([(c, None) for c in copies])
+        for copy in copies:
+            self.ctx.archive.add(copy, evaluated=False)
+        self.ctx.archive.finish_migration()
+
+    def _refresh_stats(self) -> None:
+        archive = self.ctx.archive
+        self.stats.evaluations = archive.evaluations
+        if archive.best is not None:
+            self.stats.best_score = archive.best.score
+            self.stats.best_program_id = archive.best.id
+        candidates = {p.id: p for island in archive.islands for p in island.top[:5]}
+        ranked = sorted(candidates.values(), key=lambda p: (-(p.score or 0.0), p.id))[:5]
+        self.stats.top = [(p.id, p.score or 0.0, p.island, p.operator) for p in ranked]

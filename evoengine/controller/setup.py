@@ -1,0 +1,131 @@
+"""Build everything a run needs from its config: folder, database, archive, problem,
+sandbox and mutator. ``start_run`` makes a new run; ``reopen_run`` resumes one."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from evoengine.archive.archive import Archive
+from evoengine.archive.grid import FeatureSpace
+from evoengine.archive.store import ArchiveStore, StoreError, make_engine, sqlite_url
+from evoengine.config.compose import ConfigError, to_run_config
+from evoengine.config.schema import RunConfig
+from evoengine.evaluation.evaluator import Evaluator
+from evoengine.evaluation.problem import Problem
+from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
+from evoengine.evaluation.sandbox.factory import make_backend
+from evoengine.llm.factory import make_mutator
+from evoengine.mutation.types import Mutator
+
+ARCHIVE_FILE = "archive.db"
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    run_dir: Path
+    db_url: str
+    store: ArchiveStore
+    archive: Archive
+    problem: Problem
+    evaluator: Evaluator
+    backend: SandboxBackend
+    mutator: Mutator
+    notes: list[str]  # one-line announcements: which mutator, which sandbox
+    next_step: int
+    prior_elapsed_s: float = 0.0
+    prior_cost: float = 0.0
+
+
+def limits_for(config: RunConfig) -> Limits:
+    return Limits(timeout_s=config.problem.timeout_s, cpu_s=config.problem.cpu_s,
+                  memory_mb=config.problem.memory_mb,
+                  max_processes=config.sandbox.max_processes,
+                  max_file_mb=config.sandbox.max_file_mb,
+                  max_output_bytes=config.sandbox.max_output_mb * 1024 * 1024)
+
+
+def feature_space(config: RunConfig) -> FeatureSpace:
+    dims = config.search.features or [config.search.code_length, *config.problem.features]
+    return FeatureSpace(dims)
+
+
+@dataclass
+class _Parts:
+    """What a run needs besides its storage; built first so bad input stores nothing."""
+
+    problem: Problem
+    mutator: Mutator
+    mutator_note: str
+    space: FeatureSpace
+
+    @classmethod
+    def build(cls, config: RunConfig) -> _Parts:
+        problem = Problem(config.problem)
+        mutator, note = make_mutator(config.llm, config.problem)
+        return cls(problem, mutator, note, feature_space(config))
+
+    def assemble(self, config: RunConfig, run_dir: Path, db_url: str, store: ArchiveStore,
+                 next_step: int) -> RunContext:
+        backend, sandbox_note = make_backend(config.sandbox)
+        return RunContext(
+            config=config, run_dir=run_dir, db_url=db_url, store=store,
+            archive=Archive(config.search, self.space, config.seed), problem=self.problem,
+            evaluator=Evaluator(self.problem, backend, limits_for(config)), backend=backend,
+            mutator=self.mutator, notes=[self.mutator_note, sandbox_note],
+            next_step=next_step)
+
+
+def start_run(config: RunConfig) -> RunContext:
+    """Create the run folder and its database row; fails if the run already exists."""
+    if config.name is None:
+        config.name = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    parts = _Parts.build(config)
+    run_dir = Path(config.runs_dir) / config.name
+    if (run_dir / ARCHIVE_FILE).exists():
+        raise StoreError(f"{run_dir} already holds a run; continue it with "
+                         f"`evo resume {run_dir}` or choose another name=")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
+    engine = make_engine(db_url, config.db.echo)
+    plain = dataclasses.asdict(config)
+    OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
+    store = ArchiveStore.create_run(engine, config.name, config.problem.name, config.seed,
+                                    plain)
+    return parts.assemble(config, run_dir, db_url, store, next_step=0)
+
+
+def reopen_run(run_dir: Path, overrides: list[str]) -> RunContext:
+    """Reopen ``run_dir`` (or a database URL) with its stored config plus ``overrides``."""
+    if "://" in str(run_dir):
+        db_url = str(run_dir)
+    else:
+        db_path = Path(run_dir) / ARCHIVE_FILE
+        if not db_path.is_file():
+            raise StoreError(f"{run_dir} holds no {ARCHIVE_FILE}; give the folder of a run "
+                             "started with `evo run` (see runs/)")
+        db_url = sqlite_url(db_path)
+    engine = make_engine(db_url)
+    store, run = ArchiveStore.open_run(engine)
+    stored = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(run.config))
+    try:
+        merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(overrides))
+    except Exception as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    config = to_run_config(merged)
+    parts = _Parts.build(config)
+    store.set_config(dataclasses.asdict(config))
+    if "://" in str(run_dir):
+        run_dir = Path(config.runs_dir) / run.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+    context = parts.assemble(config, Path(run_dir), db_url, store,
+                             next_step=store.last_step() + 1)
+    context.archive.rebuild(store.iter_programs())
+    context.prior_elapsed_s = run.elapsed_s
+    context.prior_cost = run.cost
+    return context

@@ -1,0 +1,1 @@
+"""Problem loading, the evaluator contract and the sandbox backends."""

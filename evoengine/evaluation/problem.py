@@ -1,0 +1,76 @@
+"""A problem loaded from its folder: seed code, trusted scorer and instance sets."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from evoengine.config.schema import ProblemConfig
+from evoengine.evaluation.sandbox.base import HarnessJob
+from evoengine.mutation.evolve_block import EvolveBlockError, split_evolve_block
+
+
+class ProblemError(ValueError):
+    """The problem folder is incomplete or inconsistent; the message says what to fix."""
+
+
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import a trusted host-side file (a problem's score.py) as a module."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ProblemError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Problem:
+    """Everything the engine needs to evaluate candidates of one problem."""
+
+    def __init__(self, config: ProblemConfig) -> None:
+        if not config.path:
+            raise ProblemError(f"problem {config.name!r} has no folder")
+        self.config = config
+        self.folder = Path(config.path)
+        self.name = config.name
+        for role, filename in (("seed", config.evolve_file), ("harness", config.harness),
+                               ("scorer", config.scorer)):
+            if not (self.folder / filename).is_file():
+                raise ProblemError(f"{self.folder}: the {role} file {filename} is missing")
+        self.initial_code = (self.folder / config.evolve_file).read_text()
+        try:
+            split_evolve_block(self.initial_code)
+        except EvolveBlockError as exc:
+            raise ProblemError(f"{self.folder / config.evolve_file}: {exc}") from exc
+        self.harness_path = self.folder / config.harness
+        self.scorer = import_file(self.folder / config.scorer,
+                                  f"evoengine_problem_{self.name}_score")
+        for function in ("load_instances", "score"):
+            if not callable(getattr(self.scorer, function, None)):
+                raise ProblemError(f"{self.folder / config.scorer} must define {function}()")
+        self._instances: dict[str, list[Any]] = {}
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.config.splits)
+
+    def instances(self, split: str) -> list[Any]:
+        """The instances of ``split``, loaded once by the trusted scorer."""
+        if split not in self.config.splits:
+            raise ProblemError(f"problem {self.name!r} has no split {split!r}; "
+                               f"it has {', '.join(self.config.splits)}")
+        if split not in self._instances:
+            spec = dict(self.config.splits[split].spec)
+            self._instances[split] = list(
+                self.scorer.load_instances(split, spec, self.folder / "data"))
+        return self._instances[split]
+
+    def job(self, split: str) -> HarnessJob:
+        return HarnessJob(key=f"{self.folder}:{split}", harness_path=self.harness_path,
+                          instances=self.instances(split),
+                          module_name=Path(self.config.evolve_file).stem,
+                          preload=tuple(self.config.preload))

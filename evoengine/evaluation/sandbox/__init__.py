@@ -1,0 +1,1 @@
+"""Sandbox backends: run untrusted candidate code and bring back raw outputs."""

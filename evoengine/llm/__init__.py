@@ -1,0 +1,1 @@
+"""Mutators behind one interface: model clients and the offline GP mutator."""

@@ -1,0 +1,1 @@
+"""Turning parents into children: edit formats, EVOLVE-BLOCK enforcement, GP operators."""

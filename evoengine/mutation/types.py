@@ -1,0 +1,48 @@
+"""The mutator contract (DESIGN.md, "Mutator")."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ParentView:
+    """What a mutator may see of an archived program."""
+
+    program_id: int
+    code: str
+    score: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    feedback: str = ""
+
+
+@dataclass
+class Child:
+    """A proposed child program and how it was made."""
+
+    code: str
+    operator: str  # e.g. "gp:perturb_constant", "gp:crossover", "diff", "full", "crossover"
+    model: str  # "gp" for the offline mutator, else the model name
+    edit: str = ""  # a human-readable description or the diff that produced the child
+    prompt: str = ""
+    response: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    second_parent_id: int | None = None  # set by crossover
+
+
+class Mutator(Protocol):
+    """``propose(parent, inspirations, feedback, rng) -> Child | None``.
+
+    ``None`` means the mutator could not make a child that differs from its parent;
+    the controller records the attempt and does not evaluate anything.
+    """
+
+    name: str
+
+    async def propose(self, parent: ParentView, inspirations: list[ParentView],
+                      feedback: str, rng: random.Random) -> Child | None: ...

@@ -1,0 +1,63 @@
+"""The config tree: overrides compose, and mistakes fail early with one line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evoengine.config.compose import ConfigError, load_run_config
+
+
+def test_overrides_reach_the_typed_config() -> None:
+    config, _ = load_run_config(["problem=bin_packing", "search.max_evaluations=300", "seed=1",
+                                 "llm=gp", "search.selection=tournament"])
+    assert config.problem.name == "bin_packing"
+    assert config.search.max_evaluations == 300
+    assert config.seed == 1
+    assert config.llm.provider == "gp"
+    assert config.search.selection == "tournament"
+    assert Path(config.problem.path or "").is_dir()
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("search.max_evaluatons=3", "search.max_evaluatons"),  # misspelt key
+    ("+search.extra=3", "search.extra"),  # appended key that no code reads
+    ("+unknown=1", "unknown"),
+    ("search.max_evaluations=abc", "search.max_evaluations"),  # wrong type
+    ("search.max_evaluations=0", "search.max_evaluations"),  # out of range
+    ("search.selection=roulette", "search.selection"),
+    ("sandbox.pool_size=0", "sandbox.pool_size"),
+    ("problem.timeout_s=-1", "problem.timeout_s"),
+    ("llm=nonexistent", "llm"),
+    ("problem=not_a_problem", "problem"),
+])
+def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_run_config([override])
+    message = str(error.value)
+    assert "\n" not in message
+    assert key in message
+
+
+def test_problem_given_as_a_directory(tmp_path: Path) -> None:
+    source = Path(__file__).resolve().parents[1] / "problems" / "bin_packing"
+    copy = tmp_path / "my_packing"
+    copy.mkdir()
+    for name in ("problem.yaml", "initial.py", "harness.py", "score.py"):
+        (copy / name).write_text((source / name).read_text())
+    config, _ = load_run_config([f"problem={copy}"])
+    assert config.problem.name == "my_packing"
+    assert Path(config.problem.path or "") == copy.resolve()
+
+
+def test_cli_reports_bad_key_before_any_work(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "evoengine.cli.main", "run", "search.nope=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "search.nope" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was created
