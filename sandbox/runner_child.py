@@ -1,9 +1,5 @@
-"""Inside the process sandbox: the forked child that runs one candidate, and the
-few Linux calls (prctl, unshare, capset) that the resident runner and its child need.
-
-``runner.py`` loads this file by path: it runs under ``python -I``, so its own
-folder is not on ``sys.path``, and neither module may import the engine (the
-same runner also serves inside sandbox images that lack it). Stdlib only.
+"""Inside the process sandbox: the forked child that confines itself and then runs
+one candidate through the harness.
 
 Why the child is built this way:
 
@@ -13,15 +9,19 @@ Why the child is built this way:
   so before dropping it opens every ``sys.path`` folder as an ``O_PATH`` descriptor
   and imports through ``/proc/self/fd/N`` from then on: later imports (the standard
   library, ``numpy.random``) keep working while nothing else under ``/root`` opens;
+* the result goes back on a pipe of its own, never on stdout, which is a file;
 * every path out ends in ``os._exit``, so the child never runs the runner's loop.
+
+Stdlib only, no engine imports (the same files serve inside sandbox images).
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import importlib.util
 import json
 import linecache
+import mmap
 import os
 import resource
 import signal
@@ -29,65 +29,17 @@ import sys
 import traceback
 from typing import Any
 
+from runner_os import (
+    PR_SET_NO_NEW_PRIVS,
+    PR_SET_PDEATHSIG,
+    drop_capabilities,
+    prctl,
+)
+
 NOBODY = 65534  # uid and gid the candidate runs as when the runner is root
 
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-_CAPABILITY_VERSION_3 = 0x20080522
-
-_libc = ctypes.CDLL(None, use_errno=True)
 _EXIT = os._exit  # held here so a candidate that replaces os._exit cannot keep us alive
-
-
-def prctl(option: int, arg: int = 0) -> bool:
-    """Call prctl(2); True when it succeeded."""
-    zero = ctypes.c_ulong(0)
-    return _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), zero, zero, zero) == 0
-
-
-def unshare(flags: int) -> bool:
-    """Call unshare(2); True when it succeeded."""
-    return _libc.unshare(ctypes.c_int(flags)) == 0
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-def drop_capabilities() -> None:
-    """Empty every capability set: inside our own user namespace the runner holds
-    all of them, and the candidate must hold none."""
-    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _libc.capset(ctypes.byref(header), data)
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-
-
-def count_tasks(uid: int) -> int:
-    """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``."""
-    total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                total += int(fields["Threads"])
-        except (OSError, KeyError, ValueError, IndexError):
-            continue
-    return total
+_owner_pid = 0  # the forked child; processes the candidate forks never write results
 
 
 def _set_limit(which: int, soft: int, hard: int) -> None:
@@ -98,8 +50,12 @@ def _set_limit(which: int, soft: int, hard: int) -> None:
     resource.setrlimit(which, (min(soft, hard), hard))
 
 
-def _reroute_imports() -> None:
-    """Import through ``/proc/self/fd/N`` so dropping privileges keeps imports working."""
+def reroute_imports() -> list[int]:
+    """Import through ``/proc/self/fd/N`` so dropping privileges keeps imports working.
+
+    Called once by the root runner after its set-up imports (in each child it would
+    copy-on-write every module it touches); returns the descriptors a child keeps.
+    """
     mapping: dict[str, str] = {}
     for entry in sys.path:
         if entry and entry not in mapping and os.path.isdir(entry):
@@ -119,10 +75,11 @@ def _reroute_imports() -> None:
         if isinstance(package_path, list):
             package_path[:] = [reroute(p) if isinstance(p, str) else p for p in package_path]
     sys.path_importer_cache.clear()
+    return [int(route.rsplit("/", 1)[1]) for route in mapping.values()]
 
 
-def _confine(workdir: str, out_fd: int, result_fd: int, limits: dict[str, Any],
-             drop_to_nobody: bool) -> None:
+def _confine(workdir: str, out_fd: int, keep_fds: list[int], limits: dict[str, Any],
+             nproc: int, drop_to_nobody: bool) -> None:
     """Own process group, private fds, rlimits, no privileges: the cage, before any
     candidate code runs."""
     os.setpgid(0, 0)
@@ -130,16 +87,15 @@ def _confine(workdir: str, out_fd: int, result_fd: int, limits: dict[str, Any],
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    # Close everything else, the runner's protocol pipes included.
-    os.closerange(3, result_fd)
-    os.closerange(result_fd + 1, 1 << 20)
-    uid = NOBODY if drop_to_nobody else os.getuid()
-    nproc = count_tasks(uid) + int(limits["max_processes"])
+    low = 3  # close everything else, the runner's protocol pipes included
+    for fd in sorted(keep_fds):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, 1 << 20)
     os.chdir(workdir)
     os.environ["HOME"] = workdir
     os.environ["TMPDIR"] = workdir
-    if drop_to_nobody:
-        _reroute_imports()
     cpu = max(1, int(limits["cpu_s"]))
     _set_limit(resource.RLIMIT_CORE, 0, 0)
     _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
@@ -155,10 +111,8 @@ def _confine(workdir: str, out_fd: int, result_fd: int, limits: dict[str, Any],
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):
             stream.reconfigure(line_buffering=True)
-        except Exception:
-            pass
 
 
 def _describe(exc: BaseException) -> str:
@@ -183,6 +137,8 @@ def _print_traceback(exc: BaseException) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    if os.getpid() != _owner_pid:
+        return  # a fork of the candidate unwound into our code: only the child reports
     view = memoryview(data)
     try:
         while view:
@@ -218,14 +174,15 @@ def _failure(exc: BaseException, stage: str) -> tuple[str, str]:
 
 def _evaluate(harness: Any, instances: list, module_name: str, code: str, workdir: str,
               result_fd: int, memory_mb: int) -> None:
-    reserve: bytearray | None = bytearray(1 << 20)  # freed to report a MemoryError
+    # Address space (untouched, so free to map) handed back to report a MemoryError.
+    reserve: mmap.mmap | None = mmap.mmap(-1, 1 << 20)
     _set_limit(resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20)
     path = os.path.join(workdir, f"{module_name}.py")
     try:
         compiled = compile(code, path, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:  # ValueError: source with NUL bytes
         reserve = None
-        _send_error(result_fd, "syntax", _describe(exc))
+        _send_error(result_fd, "syntax", f"{type(exc).__name__}: {exc}"[:1000])
         return
     except MemoryError:
         reserve = None
@@ -253,29 +210,35 @@ def _evaluate(harness: Any, instances: list, module_name: str, code: str, workdi
         return
     except BaseException as exc:
         reserve = None
-        _send_error(result_fd, "invalid_output", f"output is not JSON-serialisable: {_describe(exc)}")
+        _send_error(result_fd, "invalid_output",
+                    f"output is not JSON-serialisable: {_describe(exc)}")
         return
     del reserve
     _write_all(result_fd, b"R" + payload)
 
 
 def run_child(*, harness: Any, instances: list, module_name: str, code: str, workdir: str,
-              out_fd: int, result_fd: int, limits: dict[str, Any], drop_to_nobody: bool) -> None:
-    """Body of the forked child; never returns (every path ends in ``os._exit``)."""
+              out_fd: int, result_fd: int, import_fds: list[int], limits: dict[str, Any],
+              nproc: int, drop_to_nobody: bool) -> None:
+    """Body of the forked child; never returns (every path ends in ``os._exit``).
+
+    ``nproc`` is the RLIMIT_NPROC to set: the tasks the sandbox uid already runs
+    (the kernel counts them all) plus the evaluation's ``max_processes``.
+    """
+    global _owner_pid
+    _owner_pid = os.getpid()
     status = 1
     try:
         try:
-            _confine(workdir, out_fd, result_fd, limits, drop_to_nobody)
+            _confine(workdir, out_fd, [result_fd, *import_fds], limits, nproc, drop_to_nobody)
         except BaseException as exc:
             _send_error(result_fd, "sandbox", f"could not confine the candidate: {_describe(exc)}")
             return
         _evaluate(harness, instances, module_name, code, workdir, result_fd,
                   int(limits["memory_mb"]))
         for stream in (sys.__stdout__, sys.__stderr__):
-            try:
+            with contextlib.suppress(Exception):
                 stream.flush()
-            except Exception:
-                pass
         status = 0
     finally:
         _EXIT(status)

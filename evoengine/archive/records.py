@@ -8,7 +8,6 @@ from typing import Any
 
 from evoengine.mutation.types import ParentView
 
-
 #: Operators of rows that copy an evaluated program instead of evaluating a new one.
 COPY_OPERATORS = ("migration", "initial_copy")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from evoengine.config.compose import load_run_config
+from evoengine.config.compose import discover_problems, load_run_config
 from evoengine.controller.dashboard import Dashboard
 from evoengine.controller.loop import STOPPED_BY_USER, Controller
 from evoengine.controller.setup import RunContext, reopen_run, start_run
@@ -32,7 +32,7 @@ def resume_command(run_dir: str, overrides: list[str]) -> int:
 
 def execute(ctx: RunContext, resumed: bool = False) -> int:
     """Run the controller to the end and print where everything is."""
-    console = Console()
+    console = Console(soft_wrap=True)
     config = ctx.config
     verb = "resuming" if resumed else "starting"
     console.print(f"{verb} run [bold]{config.name}[/] in {ctx.run_dir}")
@@ -98,5 +98,7 @@ def _summarise(ctx: RunContext, console: Console) -> None:
     console.print(f"  code             {best_path}")
     console.print(f"  archive          {ctx.db_url} ({ctx.archive.programs} programs, "
                   f"{ctx.archive.evaluations} evaluations)")
-    console.print(f"next: evo eval problem={ctx.problem.folder} program={best_path} split=test"
+    known = discover_problems().get(ctx.problem.name) == ctx.problem.folder
+    problem = ctx.problem.name if known else str(ctx.problem.folder)
+    console.print(f"next: evo eval problem={problem} program={best_path} split=test"
                   f"  |  evo resume {ctx.run_dir} search.max_evaluations=N")

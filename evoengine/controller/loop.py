@@ -23,7 +23,6 @@ from evoengine.evaluation.result import ErrorKind, EvaluationResult
 from evoengine.mutation.evolve_block import EvolveBlockError, check_edit_confined
 from evoengine.mutation.types import Child
 
-
 STOPPED_BY_USER = "stopped by user"
 
 

@@ -13,7 +13,7 @@ function or class) is dedented to parse and re-indented afterwards.
 from __future__ import annotations
 
 import ast
-import copy
+import functools
 import keyword
 import logging
 import random
@@ -48,6 +48,12 @@ class ParsedBlock:
     leading: str  # blank and comment lines before the first code line, kept as they are
     trailing: str  # blank and comment lines after the last code line, kept as they are
     newline: str  # "\r\n" if the body uses it, else "\n"
+    source: str  # the dedented body that ``tree`` was parsed from
+    whole_file_parses: bool  # whether the full program (not just the block) parses
+
+    def fresh_tree(self) -> ast.Module:
+        """A private copy of ``tree`` to mutate (re-parsing beats ``copy.deepcopy``)."""
+        return ast.parse(self.source)
 
     def render(self, tree: ast.Module) -> str:
         """The whole program with ``tree`` as the block body."""
@@ -61,8 +67,12 @@ def _is_code_line(line: str) -> bool:
     return bool(text) and not text.startswith("#")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_block(code: str) -> ParsedBlock | None:
     """Split and parse ``code``'s block; None when the body is not valid Python.
+
+    Cached: parents and inspirations recur from step to step. The cached ``tree`` is
+    shared, so callers mutate only ``fresh_tree()``.
 
     Raises ``EvolveBlockError`` for missing or broken markers. Comment lines do not
     count towards the block's indentation (a comment may sit at column 0 inside an
@@ -87,7 +97,8 @@ def parse_block(code: str) -> ParsedBlock | None:
     return ParsedBlock(
         block=block, tree=tree, dump=ast.dump(tree), indent=indent,
         leading="".join(lines[:first]), trailing="".join(lines[last:]),
-        newline="\r\n" if "\r\n" in block.body else "\n",
+        newline="\r\n" if "\r\n" in block.body else "\n", source=dedented,
+        whole_file_parses=_parses(code),
     )
 
 
@@ -135,9 +146,8 @@ class GPMutator:
         self._max_attempts = config.max_attempts
         self._sigma = config.constant_sigma
         self._vocabulary = validated_vocabulary(vocabulary)
-        self._weights = {name: float(getattr(config.operators, name, 0.0))
-                         for name in OPERATORS}
-        self._weights = {name: w for name, w in self._weights.items() if w > 0}
+        weights = {name: float(getattr(config.operators, name, 0.0)) for name in OPERATORS}
+        self._weights = {name: weight for name, weight in weights.items() if weight > 0}
 
     async def propose(self, parent: ParentView, inspirations: list[ParentView],
                       feedback: str, rng: random.Random) -> Child | None:
@@ -165,7 +175,7 @@ class GPMutator:
         if not donors:
             weights.pop("crossover", None)
         line_offset = parsed.block.body_first_line - 1
-        check_whole_file = _parses(parent.code)
+        check_whole_file = parsed.whole_file_parses
         for _ in range(self._max_attempts):
             if not weights:
                 break
@@ -173,7 +183,7 @@ class GPMutator:
             operator = rng.choices(names, weights=[weights[n] for n in names])[0]
             donor_index = rng.randrange(len(donors)) if operator == "crossover" else None
             donor = donors[donor_index] if donor_index is not None else None
-            tree = copy.deepcopy(parsed.tree)
+            tree = parsed.fresh_tree()
             context = OperatorContext(
                 constant_sigma=self._sigma, vocabulary=self._vocabulary,
                 donor=donor[1].tree if donor else None, line_offset=line_offset)

@@ -1,0 +1,362 @@
+"""The resident runner of the process sandbox: a fork server for candidate programs.
+
+Started once per harness by the host (``evoengine.evaluation.sandbox.process``) as
+``python -I -B runner.py --root DIR --sys-path JSON`` with a clean environment.
+``-I`` keeps the host's ``PYTHON*`` variables, user site and working directory out;
+site-packages stay importable because the host passes its ``sys.path`` in
+``--sys-path``. The interpreter start-up and the harness's imports (numpy) are paid
+once here; each evaluation is one ``fork()`` of this warm process (DESIGN.md,
+"Sandbox backend").
+
+Protocol on stdin/stdout (moved off fds 0/1 at once, so nothing the harness prints
+can corrupt it): frames of a 4-byte big-endian length and UTF-8 JSON.
+
+* runner -> host at start: ``{"type": "hello", "network_isolated": bool, ...}``
+* ``{"type": "setup", "harness_path", "instances", "module_name", "preload"}``
+  -> ``{"type": "ready", "ok", "message"}``
+* ``{"type": "eval", "code", "limits": {...}}`` -> ``{"type": "result", "ok",
+  "output_json", "error", "message", "stderr_tail", "wall_s", "cpu_s", "retire"}``;
+  ``output_json`` is the harness's return value as JSON text (untrusted, the host
+  decodes it); ``retire`` asks the host to replace this runner.
+
+Stdlib only, no engine imports: the same file serves inside sandbox images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import json
+import math
+import os
+import select
+import signal
+import struct
+import sys
+import tempfile
+import time
+from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.append(_HERE)  # -I leaves our own folder off sys.path; the helpers live there
+sysos = importlib.import_module("runner_os")
+child = importlib.import_module("runner_child")
+
+_HEADER = struct.Struct(">I")
+_TAIL_CHARS = 2000
+_MEMORY_HINTS = ("MemoryError", "annot allocate", "bad_alloc", "out of memory")
+_EXIT = os._exit
+
+
+# ----------------------------------------------------------------- framing
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(fd: int) -> dict | None:
+    """Next message from the host, or None when it closed the pipe."""
+    header = _read_exact(fd, _HEADER.size)
+    if header is None:
+        return None
+    body = _read_exact(fd, _HEADER.unpack(header)[0])
+    return None if body is None else json.loads(body)
+
+
+def send_frame(fd: int, message: dict) -> None:
+    """Write one message to the host."""
+    body = json.dumps(message).encode("utf-8")
+    view = memoryview(_HEADER.pack(len(body)) + body)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ------------------------------------------------------ isolation and sweeping
+
+
+# ------------------------------------------------------------- evaluation
+
+
+class Runner:
+    """State kept between messages: the harness, the instances, the work root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.drop_to_nobody = os.geteuid() == 0
+        self.harness: Any = None
+        self.instances: list = []
+        self.module_name = "candidate"
+        self._tasks = (0, -1.0)  # (tasks of the sandbox uid, when counted)
+        self._import_fds: list[int] | None = None  # see runner_child.reroute_imports
+
+    def setup(self, message: dict) -> dict:
+        """Import the preload modules and the harness once, for every later fork."""
+        warnings = []
+        for name in message.get("preload") or ():
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                warnings.append(f"preload {name}: {type(exc).__name__}: {exc}")
+        spec = importlib.util.spec_from_file_location("harness", message["harness_path"])
+        harness = importlib.util.module_from_spec(spec)
+        sys.modules["harness"] = harness
+        spec.loader.exec_module(harness)
+        if not callable(getattr(harness, "run", None)):
+            raise ValueError(f"{message['harness_path']} defines no run(candidate, instances)")
+        self.harness = harness
+        self.instances = message.get("instances") or []
+        self.module_name = message.get("module_name") or "candidate"
+        if self.drop_to_nobody and self._import_fds is None:
+            self._import_fds = child.reroute_imports()
+        gc.collect()
+        gc.freeze()  # collections in a child then leave the shared warm heap uncopied
+        return {"type": "ready", "ok": True, "message": "; ".join(warnings)}
+
+    def evaluate(self, code: str, limits: dict[str, Any]) -> dict:
+        """Fork one child for ``code``, supervise it, sweep, clean up, classify."""
+        if self.harness is None:
+            raise RuntimeError("eval before setup")
+        workdir = tempfile.mkdtemp(prefix="eval-", dir=self.root)
+        out_fd, out_path = tempfile.mkstemp(prefix="eval-", suffix=".out", dir=self.root)
+        clean = False
+        try:
+            path = os.path.join(workdir, f"{self.module_name}.py")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(code)
+            if self.drop_to_nobody:
+                os.chown(workdir, child.NOBODY, child.NOBODY)
+                os.chown(path, child.NOBODY, child.NOBODY)
+            outcome = self._fork_and_watch(code, workdir, out_fd, limits)
+        finally:
+            clean = sysos.sweep()
+            tail = _read_tail(out_fd)
+            os.close(out_fd)
+            os.unlink(out_path)
+            sysos.remove_tree(workdir)
+        reply = classify(outcome, limits)
+        reply.update(type="result", stderr_tail=tail, retire=not clean)
+        if reply["error"] in ("crash", "timeout") and _looks_like_memory(reply, tail):
+            reply["error"] = "memory"
+        return reply
+
+    def _tasks_of_sandbox_uid(self) -> int:
+        """RLIMIT_NPROC counts every task of the uid, so the limit must start from
+        what already runs. Scanning /proc costs about 25 us a process; a count up
+        to a second old is good enough between back-to-back evaluations."""
+        count, when = self._tasks
+        now = time.monotonic()
+        if now - when > 1.0:
+            uid = child.NOBODY if self.drop_to_nobody else os.getuid()
+            count, when = sysos.count_tasks(uid), now
+            self._tasks = (count, when)
+        return count
+
+    def _fork_and_watch(self, code: str, workdir: str, out_fd: int,
+                        limits: dict[str, Any]) -> dict[str, Any]:
+        nproc = self._tasks_of_sandbox_uid() + int(limits["max_processes"])
+        read_fd, write_fd = os.pipe()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child.run_child(harness=self.harness, instances=self.instances,
+                                module_name=self.module_name, code=code, workdir=workdir,
+                                out_fd=out_fd, result_fd=write_fd,
+                                import_fds=self._import_fds or [], limits=limits,
+                                nproc=nproc, drop_to_nobody=self.drop_to_nobody)
+            finally:
+                _EXIT(1)
+        os.close(write_fd)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also done by the child; whichever runs first wins
+        try:
+            return _watch(pid, read_fd, limits, start)
+        finally:
+            os.close(read_fd)
+
+
+def _watch(pid: int, read_fd: int, limits: dict[str, Any], start: float) -> dict[str, Any]:
+    """Read the child's result until it exits, the deadline passes or the output
+    outgrows ``max_output_bytes``; kill its group in the last two cases."""
+    deadline = start + float(limits["timeout_s"])
+    cap = int(limits["max_output_bytes"]) + 1  # + the one-byte tag
+    data = bytearray()
+    os.set_blocking(read_fd, False)
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
+    try:
+        pidfd = os.pidfd_open(pid)
+        poller.register(pidfd, select.POLLIN)
+    except (AttributeError, OSError):
+        pidfd = None
+    outcome: dict[str, Any] = {"timed_out": False, "overflow": False}
+    waited = None
+    try:
+        while waited is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome["timed_out"] = True
+                break
+            wait_s = remaining if pidfd is not None else min(remaining, 0.02)
+            for fd, _event in poller.poll(math.ceil(wait_s * 1000)):
+                if fd == read_fd and not _drain(read_fd, data, cap):
+                    poller.unregister(read_fd)
+            if len(data) > cap:
+                outcome["overflow"] = True
+                break
+            waited = _try_wait(pid)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    if waited is None:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)  # in case it never reached its own group
+        waited = os.wait4(pid, 0)
+    else:
+        _drain(read_fd, data, cap)
+        outcome["overflow"] = len(data) > cap
+    outcome.update(wall_s=time.monotonic() - start, status=waited[1],
+                   cpu_s=waited[2].ru_utime + waited[2].ru_stime, data=bytes(data[:cap]))
+    return outcome
+
+
+def _drain(fd: int, data: bytearray, cap: int) -> bool:
+    """Read what is there (up to just past ``cap``); False at end of file."""
+    while len(data) <= cap:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        data += chunk
+    return True
+
+
+def _try_wait(pid: int) -> tuple | None:
+    result = os.wait4(pid, os.WNOHANG)
+    return None if result[0] == 0 else result
+
+
+def _read_tail(fd: int) -> str:
+    try:
+        size = os.fstat(fd).st_size
+        raw = os.pread(fd, _TAIL_CHARS * 4, max(0, size - _TAIL_CHARS * 4))
+    except OSError:
+        return ""
+    return raw.decode("utf-8", errors="replace")[-_TAIL_CHARS:]
+
+
+def _looks_like_memory(reply: dict, tail: str) -> bool:
+    return reply.get("signal") in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGKILL") and any(
+        hint in tail for hint in _MEMORY_HINTS)
+
+
+def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """Turn how the child ended into the result message (see module docstring)."""
+    reply: dict[str, Any] = {"ok": False, "output_json": None, "error": "crash", "message": "",
+                             "wall_s": outcome["wall_s"], "cpu_s": outcome["cpu_s"]}
+    status, data = outcome["status"], outcome["data"]
+    if outcome["timed_out"]:
+        reply.update(error="timeout",
+                     message=f"wall-clock limit of {limits['timeout_s']} s exceeded")
+    elif outcome["overflow"]:
+        reply.update(error="invalid_output",
+                     message=f"output larger than {limits['max_output_bytes']} bytes")
+    elif os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        reply["signal"] = name
+        cpu_limited = outcome["cpu_s"] >= float(limits["cpu_s"]) - 0.05
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_limited):
+            reply.update(error="timeout", message=f"CPU limit of {limits['cpu_s']} s exceeded")
+        elif sig == signal.SIGXFSZ:
+            reply["message"] = f"file size limit of {limits['max_file_mb']} MB exceeded"
+        else:
+            reply["message"] = f"the program was killed by {name}"
+    elif data[:1] == b"R" and os.WEXITSTATUS(status) == 0:
+        try:
+            reply.update(ok=True, error=None, output_json=data[1:].decode("utf-8"))
+        except UnicodeDecodeError:
+            reply.update(error="invalid_output", message="output is not UTF-8 JSON")
+    elif data[:1] == b"E":
+        try:
+            reported = json.loads(data[1:])
+            reply.update(error=str(reported["error"]), message=str(reported["message"]))
+        except (ValueError, KeyError, TypeError):
+            reply["message"] = "the program left a malformed error report"
+    else:
+        code = os.WEXITSTATUS(status)
+        reply["message"] = (f"the program exited early (exit status {code}) "
+                            "before the harness returned a result")
+    return reply
+
+
+# ------------------------------------------------------------------ main
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=None, help="folder for per-evaluation work dirs")
+    parser.add_argument("--sys-path", default="[]", help="JSON list appended to sys.path")
+    parser.add_argument("--no-netns", action="store_true", help="do not cut the network")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve setup and eval messages on stdin/stdout until the host closes stdin."""
+    args = _parse_args(argv)
+    for entry in json.loads(args.sys_path):
+        if entry not in sys.path:
+            sys.path.append(entry)
+    sys.dont_write_bytecode = True
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    root = args.root or tempfile.mkdtemp(prefix="evo-runner-")
+    os.makedirs(root, exist_ok=True)
+    runner = Runner(root)
+    if runner.drop_to_nobody:
+        os.chmod(root, 0o711)  # nobody may enter its own work dir, not list the others
+    isolated = False if args.no_netns else sysos.isolate_network()
+    sysos.prctl(sysos.PR_SET_CHILD_SUBREAPER, 1)
+    sysos.prctl(sysos.PR_SET_DUMPABLE, 0)  # a same-uid candidate cannot ptrace us
+    send_frame(proto_out, {"type": "hello", "network_isolated": isolated, "pid": os.getpid(),
+                           "drop_to_nobody": runner.drop_to_nobody,
+                           "python": sys.version.split()[0]})
+    while True:
+        message = recv_frame(proto_in)
+        if message is None:
+            return 0
+        kind = message.get("type")
+        try:
+            if kind == "setup":
+                reply = runner.setup(message)
+            elif kind == "eval":
+                reply = runner.evaluate(message["code"], message["limits"])
+            else:
+                raise ValueError(f"unknown message type {kind!r}")
+        except Exception as exc:
+            reply = {"type": "ready" if kind == "setup" else "result", "ok": False,
+                     "error": "sandbox", "message": f"runner: {type(exc).__name__}: {exc}",
+                     "retire": True}
+        send_frame(proto_out, reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

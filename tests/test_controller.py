@@ -1,0 +1,147 @@
+"""The ask/tell loop end to end, through the real `evo` command and process sandbox:
+a run stores everything, is deterministic, survives SIGKILL and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import archive_rows, evo_command, program_signature
+
+QUICK = ["problem=bin_packing_quick", "llm=gp", "ui=plain", "search.num_islands=2",
+         "search.llm_concurrency=1", "search.eval_concurrency=1"]
+
+
+def _train_evaluations(db: Path) -> int:
+    return archive_rows(db, "SELECT COUNT(*) FROM evaluations WHERE split='train'")[0][0]
+
+
+def test_run_stores_every_program_and_reports_the_best(run_evo, tmp_path: Path) -> None:
+    result = run_evo("run", *QUICK, "search.max_evaluations=25", "name=basic",
+                     "search.migration_interval=10")
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "runs" / "basic" / "archive.db"
+    assert "offline GP" in result.stdout  # the fallback is announced in one line
+    assert _train_evaluations(db) == 25
+    # every evaluated program has a row with its score or its error
+    evaluated = archive_rows(db, """SELECT p.valid, p.score, p.error FROM programs p
+                                    JOIN evaluations e ON e.program_id = p.id
+                                    WHERE e.split = 'train'""")
+    assert len(evaluated) == 25
+    assert all((valid and score is not None) or (not valid and error) for valid, score, error
+               in evaluated)
+    # migration copies exist and point to their source
+    migrated = archive_rows(db, "SELECT parent_id FROM programs WHERE operator='migration'")
+    assert migrated and all(parent is not None for (parent,) in migrated)
+    best_score, best_validation = archive_rows(
+        db, "SELECT score, validation_score FROM programs WHERE valid "
+            "ORDER BY score DESC, id LIMIT 1")[0]
+    assert best_validation is not None  # the best program was scored on validation
+    assert "train score" in result.stdout and "validation score" in result.stdout
+    best_file = tmp_path / "runs" / "basic" / "best_program.py"
+    assert best_file.is_file()
+    assert archive_rows(db, "SELECT status FROM runs")[0][0] == "finished"
+    assert f"{best_score:.6g}" in result.stdout
+
+
+def test_same_seed_and_config_give_an_identical_archive(run_evo, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        result = run_evo("run", *QUICK, "search.max_evaluations=20", "seed=3", f"name={name}",
+                         "search.migration_interval=7")
+        assert result.returncode == 0, result.stderr
+    first = program_signature(tmp_path / "runs" / "a" / "archive.db")
+    second = program_signature(tmp_path / "runs" / "b" / "archive.db")
+    assert len(first) > 20
+    assert first == second
+    other = run_evo("run", *QUICK, "search.max_evaluations=20", "seed=4", "name=c",
+                    "search.migration_interval=7")
+    assert other.returncode == 0, other.stderr
+    assert program_signature(tmp_path / "runs" / "c" / "archive.db") != first
+
+
+def _wait_for(db: Path, evaluations: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                if _train_evaluations(db) >= evaluations:
+                    return
+            except Exception:  # the schema may not exist yet
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"{db} never reached {evaluations} evaluations")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(run_evo, tmp_path: Path) -> None:
+    common = [*QUICK, "search.max_evaluations=40", "seed=5", "search.migration_interval=1000"]
+    reference = run_evo("run", *common, "name=reference")
+    assert reference.returncode == 0, reference.stderr
+    db = tmp_path / "runs" / "killed" / "archive.db"
+    for kill_at in (7, 19):  # kill twice, at different points
+        if kill_at == 7:
+            process = subprocess.Popen(evo_command("run", *common, "name=killed"),
+                                       cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        else:
+            process = subprocess.Popen(evo_command("resume", "runs/killed"), cwd=tmp_path,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(db, kill_at, timeout=120)
+        before = program_signature(db)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        after_kill = program_signature(db)
+        assert after_kill[:len(before)] == before  # nothing evaluated was lost
+    resumed = run_evo("resume", "runs/killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _train_evaluations(db) == 40
+    steps = archive_rows(db, "SELECT step FROM mutation_calls ORDER BY step")
+    assert len(steps) == len(set(steps))  # no step was done twice
+    codes = archive_rows(db, """SELECT p.code FROM programs p JOIN evaluations e
+                                ON e.program_id = p.id WHERE e.split = 'train'""")
+    assert len(codes) == len(set(codes))  # no program was evaluated twice
+    # concurrency 1: the interrupted run ends exactly where an uninterrupted one does
+    assert program_signature(db) == program_signature(
+        tmp_path / "runs" / "reference" / "archive.db")
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found |= {child} | _descendants(child)
+    return found
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    process = subprocess.Popen(evo_command("run", *QUICK, "search.max_evaluations=100000",
+                                           "name=interrupted"),
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    db = tmp_path / "runs" / "interrupted" / "archive.db"
+    _wait_for(db, 5, timeout=120)
+    runners = _descendants(process.pid)
+    assert runners  # the resident sandbox runners are up
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "interrupted" in out
+    assert archive_rows(db, "SELECT status FROM runs")[0][0] == "interrupted"
+    time.sleep(0.5)
+    assert not [pid for pid in runners if Path(f"/proc/{pid}").exists()
+                and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+    resumed = subprocess.run(evo_command("resume", "runs/interrupted",
+                                         "search.max_evaluations=12"),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _train_evaluations(db) >= 12
+    assert os.path.exists(tmp_path / "runs" / "interrupted" / "best_program.py")

@@ -1,0 +1,383 @@
+"""The process sandbox contains whatever a candidate does, and keeps working after it.
+
+Every hostile case checks three things a user relies on: the error kind the archive
+will store, that the same pool still evaluates a good candidate correctly right
+after, and that no process is left behind. This module makes the test process a
+child subreaper, so anything that escaped the runners would be reparented here and
+show up among our descendants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evoengine.evaluation.result import ErrorKind
+from evoengine.evaluation.sandbox.base import HarnessJob, Limits, RawOutput
+from evoengine.evaluation.sandbox.process import ProcessSandbox
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+HARNESS = "def run(candidate, instances):\n    return [candidate.f(x) for x in instances]\n"
+GOOD = "def f(x):\n    return x * 2\n"
+LIMITS = Limits(timeout_s=2.0, cpu_s=5, memory_mb=512, max_processes=16, max_file_mb=1,
+                max_output_bytes=100_000)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _process_states() -> dict[int, tuple[int, str]]:
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rpartition(b")")[2].split()
+                table[int(name)] = (int(fields[1]), fields[0].decode())
+            except (OSError, IndexError, ValueError):
+                continue
+    return table
+
+
+def live_descendants() -> set[int]:
+    """Non-zombie descendants of this test process."""
+    table = _process_states()
+    found, stack = set(), [os.getpid()]
+    while stack:
+        parent = stack.pop()
+        for pid, (ppid, state) in table.items():
+            if ppid == parent and pid not in found:
+                stack.append(pid)
+                if state != "Z":
+                    found.add(pid)
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _subreaper() -> Iterator[None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    for pid, (ppid, state) in _process_states().items():
+        if ppid == os.getpid() and state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> HarnessJob:
+    harness = tmp_path / "harness.py"
+    harness.write_text(HARNESS)
+    return HarnessJob(key=f"test/{tmp_path.name}", harness_path=harness, instances=[1, 2, 3])
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ProcessSandbox]:
+    backend = ProcessSandbox(pool_size=2)
+    yield backend
+    backend.shutdown()
+    assert live_descendants() == set(), "processes left behind after close()"
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the candidate can write to even after dropping to nobody."""
+    path = Path(tempfile.mkdtemp(prefix="evo-test-"))
+    path.chmod(0o777)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def run(backend: ProcessSandbox, code: str, job: HarnessJob, limits: Limits = LIMITS) -> RawOutput:
+    return asyncio.run(backend.run(code, job, limits))
+
+
+def assert_still_works(backend: ProcessSandbox, job: HarnessJob) -> None:
+    """The pool evaluates a good candidate next, and nothing else is running."""
+    result = run(backend, GOOD, job)
+    assert result.ok, result
+    assert result.output == [2, 4, 6]
+    assert live_descendants() == set(backend.runner_pids())
+
+
+def test_good_candidate_returns_output_and_runner_is_reused(sandbox, job):
+    code = ("import os\nimport numpy as np\n"
+            "def f(x):\n    return [int(np.int64(x) * 3), os.getcwd()]\n")
+    first = run(sandbox, code, job)
+    assert first.ok and first.error is None, first
+    assert [value for value, _cwd in first.output] == [3, 6, 9]
+    assert not os.path.exists(first.output[0][1]), "the work dir must be deleted"
+    pids = sandbox.runner_pids()
+    second = sandbox.run_sync(GOOD, job, LIMITS)  # another event loop, same runner
+    assert second.output == [2, 4, 6]
+    assert sandbox.runner_pids() == pids
+    assert second.wall_s < 1.0
+
+
+def test_infinite_loop_times_out_near_the_limit(sandbox, job):
+    limits = Limits(timeout_s=1.5, cpu_s=30, memory_mb=512)
+    start = time.monotonic()
+    result = run(sandbox, "def f(x):\n    while True:\n        pass\n", job, limits)
+    assert result.error is ErrorKind.TIMEOUT, result
+    assert time.monotonic() - start < 1.5 + 1.5
+    assert_still_works(sandbox, job)
+
+
+def test_cpu_limit_is_a_timeout(sandbox, job):
+    limits = Limits(timeout_s=20, cpu_s=1, memory_mb=512)
+    start = time.monotonic()
+    result = run(sandbox, "def f(x):\n    while True:\n        pass\n", job, limits)
+    assert result.error is ErrorKind.TIMEOUT, result
+    assert time.monotonic() - start < 5
+    assert_still_works(sandbox, job)
+
+
+@pytest.mark.parametrize("hog", [
+    "def f(x):\n    return len(bytearray(10 ** 11))\n",
+    "def f(x):\n    hog = []\n    while True:\n        hog.append(' ' * 10 ** 6)\n",
+])
+def test_memory_hog_is_memory(sandbox, job, hog):
+    limits = Limits(timeout_s=10, cpu_s=10, memory_mb=256)
+    result = run(sandbox, hog, job, limits)
+    assert result.error is ErrorKind.MEMORY, result
+    assert_still_works(sandbox, job)
+
+
+def test_fork_bomb_is_contained(sandbox, job):
+    bomb = ("import os, time\n"
+            "def f(x):\n"
+            "    while True:\n"
+            "        try:\n"
+            "            os.fork()\n"
+            "        except OSError:\n"
+            "            time.sleep(0.01)\n")
+    limits = Limits(timeout_s=2, cpu_s=5, memory_mb=512, max_processes=16)
+    result = run(sandbox, bomb, job, limits)
+    assert result.error in (ErrorKind.CRASH, ErrorKind.TIMEOUT), result
+    assert subprocess.run(["true"], check=False).returncode == 0, "the host cannot fork"
+    assert_still_works(sandbox, job)
+
+
+def test_huge_file_write_is_stopped(sandbox, job, shared_dir):
+    target = shared_dir / "big.bin"
+    code = ("def f(x):\n"
+            f"    for path in ({str(target)!r}, 'local.bin'):\n"
+            "        with open(path, 'wb') as out:\n"
+            "            for _ in range(100):\n"
+            "                out.write(b'\\0' * (1 << 20))\n")
+    result = run(sandbox, code, job, Limits(timeout_s=10, cpu_s=10, max_file_mb=1))
+    assert result.error is ErrorKind.CRASH, result
+    assert "File too large" in result.message or "file size" in result.message
+    assert target.stat().st_size <= 1 << 20
+    assert_still_works(sandbox, job)
+
+
+def test_host_environment_does_not_leak(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("EVO_TEST_SECRET", "s3cret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")
+    harness = tmp_path / "harness.py"
+    harness.write_text(HARNESS)
+    job = HarnessJob(key="env", harness_path=harness, instances=[os.getpid()])
+    code = ("import os\n"
+            "def f(host_pid):\n"
+            "    try:\n"
+            "        host = open(f'/proc/{host_pid}/environ', 'rb').read().decode('latin-1')\n"
+            "    except OSError:\n"
+            "        host = 'denied'\n"
+            "    return [dict(os.environ), host]\n")
+    result = run(sandbox, code, job)
+    assert result.ok, result
+    environ, host_environ = result.output[0]
+    assert "EVO_TEST_SECRET" not in environ and "OPENAI_API_KEY" not in environ
+    assert "s3cret" not in repr(environ)
+    assert set(environ) <= {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
+                            "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+    if os.geteuid() == 0:  # the candidate runs as nobody and cannot read our environ
+        assert host_environ == "denied"
+    shadow = run(sandbox, "def f(x):\n    return open('/etc/shadow').read()\n", job)
+    if os.geteuid() == 0:
+        assert shadow.error is ErrorKind.CRASH and "Permission" in shadow.message
+
+
+def test_network_is_cut(sandbox, job):
+    assert_still_works(sandbox, job)
+    if not sandbox.network_isolated:
+        pytest.skip("this kernel gave the runner no network namespace")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code = ("import socket\n"
+                "def f(x):\n"
+                "    try:\n"
+                f"        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
+                "        return 'connected'\n"
+                "    except OSError:\n"
+                "        return 'blocked'\n")
+        result = run(sandbox, code, job)
+    assert result.output == ["blocked"] * 3, result
+    assert_still_works(sandbox, job)
+
+
+def test_background_daemon_does_not_survive(sandbox, job, shared_dir):
+    beacon = shared_dir / "daemon.log"
+    code = ("import os, time\n"
+            "def f(x):\n"
+            "    if x == 1 and os.fork() == 0:\n"
+            "        os.setsid()\n"
+            "        if os.fork() == 0:\n"
+            "            while True:\n"
+            f"                with open({str(beacon)!r}, 'a') as out:\n"
+            "                    out.write('alive\\n')\n"
+            "                time.sleep(0.05)\n"
+            "        os._exit(0)\n"
+            "    time.sleep(0.3)\n"
+            "    return x\n")
+    result = run(sandbox, code, job)
+    assert result.ok and result.output == [1, 2, 3], result
+    assert beacon.exists(), "the daemon never ran, so this test proves nothing"
+    size = beacon.stat().st_size
+    time.sleep(0.4)
+    assert beacon.stat().st_size == size, "the daemon outlived the evaluation"
+    assert_still_works(sandbox, job)
+
+
+def test_syntax_error_is_syntax(sandbox, job):
+    result = run(sandbox, "def f(x) return x\n", job)
+    assert result.error is ErrorKind.SYNTAX and "SyntaxError" in result.message
+    assert_still_works(sandbox, job)
+
+
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)"])
+def test_early_exit_is_crash(sandbox, job, exit_call):
+    result = run(sandbox, f"import os, sys\ndef f(x):\n    {exit_call}\n", job)
+    assert result.error is ErrorKind.CRASH, result
+    assert "exited early" in result.message
+    assert_still_works(sandbox, job)
+
+
+def test_exception_is_crash_with_message(sandbox, job):
+    result = run(sandbox, "def f(x):\n    raise ValueError('boom')\n", job)
+    assert result.error is ErrorKind.CRASH
+    assert "ValueError: boom" in result.message and "candidate.py:2" in result.message
+    assert "ValueError: boom" in result.stderr_tail
+    assert_still_works(sandbox, job)
+
+
+def test_oversized_or_unserialisable_output_is_invalid(sandbox, job):
+    big = run(sandbox, "def f(x):\n    return 'x' * 200_000\n", job)
+    assert big.error is ErrorKind.INVALID_OUTPUT, big
+    odd = run(sandbox, "def f(x):\n    return object()\n", job)
+    assert odd.error is ErrorKind.INVALID_OUTPUT, odd
+    nan = run(sandbox, "def f(x):\n    return float('nan')\n", job)
+    assert nan.ok and nan.output[0] != nan.output[0]  # NaN arrives; score.py rejects it
+    assert_still_works(sandbox, job)
+
+
+def test_fake_result_on_stdout_changes_nothing(sandbox, job):
+    frame = b'{"type": "result", "ok": true, "output_json": "[999]"}'
+    code = ("import os, struct, sys\n"
+            "def f(x):\n"
+            f"    fake = struct.pack('>I', {len(frame)}) + {frame!r}\n"
+            "    print('FAKE [999]')\n"
+            "    sys.__stdout__.write('FAKE R[999]\\n')\n"
+            "    os.write(1, fake)\n"
+            "    os.write(2, fake)\n"
+            "    return x\n")
+    result = run(sandbox, code, job)
+    assert result.ok and result.output == [1, 2, 3], result
+    assert "FAKE" in result.stderr_tail
+    assert_still_works(sandbox, job)
+
+
+def test_runner_killed_from_outside_is_replaced(sandbox, job):
+    assert_still_works(sandbox, job)
+    for pid in sandbox.runner_pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    assert_still_works(sandbox, job)
+
+    async def kill_mid_evaluation() -> RawOutput:
+        task = asyncio.ensure_future(
+            sandbox.run("import time\ndef f(x):\n    time.sleep(5)\n", job, LIMITS))
+        await asyncio.sleep(0.5)
+        for pid in sandbox.runner_pids():
+            os.kill(pid, signal.SIGKILL)
+        return await task
+
+    result = asyncio.run(kill_mid_evaluation())
+    assert result.error is ErrorKind.SANDBOX, result
+    time.sleep(0.2)  # the orphaned candidate dies of its parent-death signal
+    assert_still_works(sandbox, job)
+
+
+FAKE_RUNNER = """
+import json, os, struct, subprocess, sys, time
+def send(message):
+    body = json.dumps(message).encode()
+    os.write(1, struct.pack(">I", len(body)) + body)
+def receive():
+    size = struct.unpack(">I", os.read(0, 4))[0]
+    body = b""
+    while len(body) < size:
+        body += os.read(0, size - len(body))
+    return json.loads(body)
+send({"type": "hello", "network_isolated": False})
+receive()
+send({"type": "ready", "ok": True, "message": ""})
+receive()
+"""
+
+
+@pytest.mark.parametrize(("misbehaviour", "expected"), [
+    ("os.write(1, b'\\xff' * 64)\ntime.sleep(60)", ErrorKind.SANDBOX),
+    ("subprocess.Popen(['sleep', '60'], start_new_session=True)\ntime.sleep(60)",
+     ErrorKind.TIMEOUT),
+    ("sys.exit(0)", ErrorKind.SANDBOX),
+])
+def test_misbehaving_runner_is_killed_with_its_processes(tmp_path, job, misbehaviour, expected):
+    fake = tmp_path / "fake_runner.py"
+    fake.write_text(FAKE_RUNNER + misbehaviour + "\n")
+    backend = ProcessSandbox(pool_size=1, runner_path=fake, grace_s=0.5)
+    try:
+        start = time.monotonic()
+        result = run(backend, GOOD, job, Limits(timeout_s=0.5))
+        assert result.error is expected, result
+        assert time.monotonic() - start < 5
+        assert live_descendants() == set(), "the stuck runner or its child survived"
+    finally:
+        backend.shutdown()
+
+
+def test_broken_harness_is_a_sandbox_error(sandbox, tmp_path):
+    harness = tmp_path / "broken_harness.py"
+    harness.write_text("def run(candidate, instances:\n")
+    job = HarnessJob(key="broken", harness_path=harness, instances=[1])
+    result = run(sandbox, GOOD, job)
+    assert result.error is ErrorKind.SANDBOX and "broken_harness.py" in result.message
+
+
+def test_concurrent_runs_share_a_bounded_pool(sandbox, job):
+    code = "import time\ndef f(x):\n    time.sleep(0.2)\n    return x\n"
+
+    async def many() -> list[RawOutput]:
+        return await asyncio.gather(*(sandbox.run(code, job, LIMITS) for _ in range(5)))
+
+    results = asyncio.run(many())
+    assert all(r.ok and r.output == [1, 2, 3] for r in results), results
+    assert len(sandbox.runner_pids()) <= 2
+    assert_still_works(sandbox, job)
