@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -119,10 +120,12 @@ def main() -> None:
                                  statistics.median(r["wall_ms_per_eval"] for r in runs),
                              "median_rebuild_s": statistics.median(r["rebuild_s"] for r in runs),
                              "runs": runs}
+            results[size]["peak_rss_mb_so_far"] = \
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"{size:>7} programs: {results[size]['median_cpu_ms_per_eval']:.3f} ms CPU "
                   f"per evaluation (median of {args.repeats}; min {min(cpu):.3f}, "
-                  f"max {max(cpu):.3f}); rebuild {results[size]['median_rebuild_s']:.2f} s",
-                  flush=True)
+                  f"max {max(cpu):.3f}); rebuild {results[size]['median_rebuild_s']:.2f} s; "
+                  f"peak RSS so far {results[size]['peak_rss_mb_so_far']:.0f} MB", flush=True)
     machine = {"python": platform.python_version(), "machine": platform.machine(),
                "processor": platform.processor(), "cpus": __import__("os").cpu_count()}
     (args.out / "controller_overhead.json").write_text(

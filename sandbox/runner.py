@@ -19,7 +19,15 @@ can corrupt it): frames of a 4-byte big-endian length and UTF-8 JSON.
   ``output_json`` is the harness's return value as JSON text (untrusted, the host
   decodes it); ``retire`` asks the host to replace this runner.
 
-Stdlib only, no engine imports: the same file serves inside sandbox images.
+Per evaluation (``Runner.evaluate``): a fresh 0700 work dir under ``--root``, one
+fork, the child confines itself (``runner_child.py``: own process group, rlimits,
+``nobody`` when we are root, stdout/stderr to a file, the result on a pipe of its
+own), this process watches the pipe against the wall-clock deadline and the output
+cap, then kills the group and sweeps every remaining descendant (``runner_os.py``;
+we are a child subreaper, so ``setsid()`` and double forks do not escape), deletes
+the work dir and classifies how the child ended (``classify``).
+
+Stdlib only, no engine imports: the same files serve inside sandbox images.
 """
 
 from __future__ import annotations
@@ -129,7 +137,6 @@ class Runner:
             raise RuntimeError("eval before setup")
         workdir = tempfile.mkdtemp(prefix="eval-", dir=self.root)
         out_fd, out_path = tempfile.mkstemp(prefix="eval-", suffix=".out", dir=self.root)
-        clean = False
         try:
             path = os.path.join(workdir, f"{self.module_name}.py")
             with open(path, "w", encoding="utf-8") as f:
@@ -278,7 +285,10 @@ def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
                      message=f"output larger than {limits['max_output_bytes']} bytes")
     elif os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {sig}"
         reply["signal"] = name
         cpu_limited = outcome["cpu_s"] >= float(limits["cpu_s"]) - 0.05
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_limited):
@@ -336,13 +346,25 @@ def main(argv: list[str] | None = None) -> int:
     isolated = False if args.no_netns else sysos.isolate_network()
     sysos.prctl(sysos.PR_SET_CHILD_SUBREAPER, 1)
     sysos.prctl(sysos.PR_SET_DUMPABLE, 0)  # a same-uid candidate cannot ptrace us
-    send_frame(proto_out, {"type": "hello", "network_isolated": isolated, "pid": os.getpid(),
-                           "drop_to_nobody": runner.drop_to_nobody,
-                           "python": sys.version.split()[0]})
+    try:
+        send_frame(proto_out, {"type": "hello", "network_isolated": isolated,
+                               "pid": os.getpid(), "drop_to_nobody": runner.drop_to_nobody,
+                               "python": sys.version.split()[0]})
+        _serve(runner, proto_in, proto_out)
+    except BrokenPipeError:
+        pass
+    # The host closed the pipes: it is gone (killed, maybe), so nobody else will
+    # tidy up. When it replaces us it kills us instead, and keeps our log.
+    sysos.sweep()
+    sysos.remove_tree(root)
+    return 0
+
+
+def _serve(runner: Runner, proto_in: int, proto_out: int) -> None:
     while True:
         message = recv_frame(proto_in)
         if message is None:
-            return 0
+            return
         kind = message.get("type")
         try:
             if kind == "setup":

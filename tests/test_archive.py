@@ -61,7 +61,7 @@ def test_power_law_prefers_high_ranks_but_reaches_all() -> None:
     shares = [counts[p.id] / 20_000 for p in ranked]
     expected = [1 / r for r in range(1, 6)]
     expected = [e / sum(expected) for e in expected]
-    for share, want in zip(shares, expected):
+    for share, want in zip(shares, expected, strict=True):
         assert abs(share - want) < 0.02
     assert power_law(ranked, random.Random(1), alpha=0.0) in ranked
 

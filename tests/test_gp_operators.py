@@ -236,14 +236,18 @@ def test_children_always_parse_and_stay_inside_the_block() -> None:
 
 def test_the_best_fit_seed_gets_real_children() -> None:
     mutator = GPMutator(GPConfig(), VOCABULARY)
-    codes = set()
-    for seed in range(50):
+    swapped, operators = set(), set()
+    for seed in range(60):
         child = propose(mutator, BEST_FIT, seed)
         assert child is not None
-        assert child.operator == "gp:swap_operator"  # the only thing the seed offers
-        codes.add(split_evolve_block(child.code).body.splitlines()[-1])
-    assert codes == {"    return -(bins + item)", "    return -(bins * item)",
-                     "    return -(bins / item)", "    return -bins ** item"}  # ** binds tighter
+        operators.add(child.operator)
+        if child.operator == "gp:swap_operator":
+            swapped.add(split_evolve_block(child.code).body.splitlines()[-1])
+    # The seed has no constants, calls or movable statements: only its operator can be
+    # swapped, and its expression grown or hoisted.
+    assert operators == {"gp:swap_operator", "gp:grow", "gp:hoist"}
+    assert swapped == {"    return -(bins + item)", "    return -(bins * item)",
+                       "    return -(bins / item)", "    return -bins ** item"}  # ** binds tighter
 
 
 def test_the_same_rng_state_gives_the_same_child() -> None:
@@ -269,8 +273,14 @@ def test_the_global_random_state_is_not_used() -> None:
 
 
 def test_nothing_to_mutate_gives_none() -> None:
-    program = "# EVOLVE-BLOCK-START\ndef f(x):\n    return x\n# EVOLVE-BLOCK-END\n"
-    assert propose(GPMutator(GPConfig(), VOCABULARY), program, 0) is None
+    program = ('# EVOLVE-BLOCK-START\ndef f(x: float = 0.5) -> float:\n'
+               '    """Only a signature and a docstring, which GP leaves alone."""\n'
+               '    pass\n# EVOLVE-BLOCK-END\n')
+    weights = {field.name: 1.0 for field in fields(GPOperatorWeights)}
+    weights["perturb_constant"] = 0.0  # which would tune the default value
+    mutator = GPMutator(GPConfig(operators=GPOperatorWeights(**weights)), VOCABULARY)
+    for seed in range(5):
+        assert propose(mutator, program, seed) is None
 
 
 def test_crossover_records_the_second_parent_and_takes_donor_code() -> None:
@@ -306,7 +316,7 @@ def test_an_indented_block_keeps_its_indentation_and_surroundings() -> None:
         assert child is not None
         check_edit_confined(program, child.code)
         body = split_evolve_block(child.code).body
-        assert body.startswith("    # weights\n    def score(self, x):\n        return x")
+        assert body.startswith("    # weights\n    def score(self, x):\n        return ")
         compile(child.code, "child.py", "exec")
 
 

@@ -28,7 +28,7 @@ def score_novelty(ranked: list[ProgramRecord], rng: random.Random,
     mean = statistics.fmean(scores)
     spread = statistics.pstdev(scores) if len(scores) > 1 else 0.0
     weights = []
-    for program, score in zip(ranked, scores):
+    for program, score in zip(ranked, scores, strict=True):
         z = (score - mean) / spread if spread > 0 else 0.0
         weights.append(1.0 / (1.0 + math.exp(-z)) / (1.0 + children.get(program.id, 0)))
     return rng.choices(ranked, weights=weights, k=1)[0]

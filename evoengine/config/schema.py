@@ -86,6 +86,8 @@ class GPOperatorWeights:
     duplicate_statement: float = 0.5
     swap_statements: float = 0.5
     crossover: float = 1.0
+    grow: float = 1.5  # subtree insertion: wrap an expression in a new operator node
+    hoist: float = 0.5  # shrinking: replace an expression by one of its sub-expressions
 
     def validate(self) -> None:
         for name, value in sorted(vars(self).items()):

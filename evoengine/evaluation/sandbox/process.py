@@ -22,13 +22,7 @@ import collections
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import signal
-import struct
-import subprocess
 import sys
-import tempfile
 import time
 import weakref
 from pathlib import Path
@@ -36,196 +30,32 @@ from typing import Any
 
 from evoengine.evaluation.result import ErrorKind
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits, RawOutput
+from evoengine.evaluation.sandbox.runner_process import (
+    CONTROL_FRAME_MAX,
+    ENVELOPE_BYTES,
+    ERROR_KINDS,
+    ESCAPING_FACTOR,
+    GRACE_S,
+    RunnerGone,
+    RunnerProcess,
+    resolve_waiter,
+)
 from evoengine.paths import resource_dir
-
-GRACE_S = 5.0  # the runner enforces timeout_s itself; past timeout_s + this, it is stuck
-_HEADER = struct.Struct(">I")
-_CONTROL_FRAME_MAX = 1 << 20  # hello and ready frames
-_ENVELOPE = 1 << 20  # what a result frame may add around the output
-_KINDS = {kind.value for kind in ErrorKind}
-
-
-def clean_environment(home: str) -> dict[str, str]:
-    """The whole environment a runner (and so every candidate) gets: no host
-    variables, no API keys; one BLAS thread, since rlimits and pools count processes."""
-    return {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-class RunnerGone(Exception):
-    """The runner died, closed its pipes or broke the protocol."""
-
-
-def _kill_descendants(root: int, timeout_s: float = 3.0) -> None:
-    """SIGKILL every live descendant of ``root`` (a stopped runner), scanning /proc
-    again until none is left, since candidates may fork while we look."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        table: dict[int, tuple[int, bytes]] = {}
-        for name in filter(str.isdigit, os.listdir("/proc")):
-            with contextlib.suppress(OSError, IndexError, ValueError), \
-                    open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()
-                table[int(name)] = (int(fields[1]), fields[0])
-        live, stack = [], [root]
-        while stack:
-            parent = stack.pop()
-            children = [pid for pid, (ppid, _state) in table.items() if ppid == parent]
-            stack += children
-            live += [pid for pid in children if table[pid][1] != b"Z"]
-        if not live:
-            return
-        for pid in live:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.005)
-
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _ready(fd: int, writer: bool, deadline: float) -> None:
-    """Wait until ``fd`` is readable (or writable) in the running loop."""
-    loop = asyncio.get_running_loop()
-    remaining = deadline - loop.time()
-    if remaining <= 0:
-        raise asyncio.TimeoutError
-    future = loop.create_future()
-    add, remove = ((loop.add_writer, loop.remove_writer) if writer
-                   else (loop.add_reader, loop.remove_reader))
-    add(fd, _resolve, future)
-    try:
-        await asyncio.wait_for(future, remaining)
-    finally:
-        remove(fd)
-
-
-class _Runner:
-    """One resident runner process, its private root folder and its framed pipes."""
-
-    def __init__(self, python: str, runner_path: Path) -> None:
-        self.root = tempfile.mkdtemp(prefix="evo-runner-")
-        if os.geteuid() == 0:
-            os.chmod(self.root, 0o711)  # the candidate (nobody) may reach its own work dir
-        self.log_path = os.path.join(self.root, "runner.log")
-        paths = [p for p in sys.path if p and os.path.isabs(p)]
-        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            self.proc = subprocess.Popen(
-                [python, "-I", "-B", str(runner_path), "--root", self.root,
-                 "--sys-path", json.dumps(paths)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
-                env=clean_environment(self.root), cwd=self.root, start_new_session=True)
-        except BaseException:
-            shutil.rmtree(self.root, ignore_errors=True)
-            raise
-        finally:
-            os.close(log_fd)
-        self._in = self.proc.stdin.fileno()
-        self._out = self.proc.stdout.fileno()
-        os.set_blocking(self._in, False)
-        os.set_blocking(self._out, False)
-        self._buffer = bytearray()
-        self._dead = False
-
-    def alive(self) -> bool:
-        return not self._dead and self.proc.poll() is None
-
-    async def send(self, message: dict[str, Any], timeout_s: float) -> None:
-        """Write one frame; RunnerGone if the runner stopped reading."""
-        body = json.dumps(message).encode("utf-8")
-        view = memoryview(_HEADER.pack(len(body)) + body)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while view:
-            try:
-                view = view[os.write(self._in, view):]
-            except BlockingIOError:
-                try:
-                    await _ready(self._in, True, deadline)
-                except asyncio.TimeoutError as exc:
-                    raise RunnerGone("the runner stopped reading its input") from exc
-            except OSError as exc:
-                raise RunnerGone(f"cannot write to the runner: {exc}") from exc
-
-    async def recv(self, timeout_s: float, max_bytes: int) -> dict[str, Any]:
-        """Read one frame; asyncio.TimeoutError past ``timeout_s``, RunnerGone on
-        end of file, an oversized frame or anything that is not a JSON object."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            if len(self._buffer) >= _HEADER.size:
-                size = _HEADER.unpack_from(self._buffer)[0]
-                if size > max_bytes:
-                    raise RunnerGone(f"the runner sent a {size}-byte frame (limit {max_bytes})")
-                end = _HEADER.size + size
-                if len(self._buffer) >= end:
-                    body = bytes(self._buffer[_HEADER.size:end])
-                    del self._buffer[:end]
-                    try:
-                        message = json.loads(body)
-                    except (ValueError, RecursionError) as exc:
-                        raise RunnerGone("the runner sent a frame that is not JSON") from exc
-                    if not isinstance(message, dict):
-                        raise RunnerGone("the runner sent a frame that is not an object")
-                    return message
-            try:
-                chunk = os.read(self._out, 1 << 20)
-            except BlockingIOError:
-                await _ready(self._out, False, deadline)
-                continue
-            except OSError as exc:
-                raise RunnerGone(f"cannot read from the runner: {exc}") from exc
-            if not chunk:
-                raise RunnerGone("the runner exited")
-            self._buffer += chunk
-
-    def log_tail(self, chars: int = 1000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", errors="replace")[-chars:].strip()
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        """Stop the runner, kill its evaluation's processes, then its session."""
-        if self._dead:
-            return
-        self._dead = True
-        pid = self.proc.pid
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGSTOP)
-            _kill_descendants(pid)
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(OSError):
-                pipe.close()
-        with contextlib.suppress(OSError):  # reopen folders a candidate chmod-ed shut
-            for current, dirs, _files in os.walk(self.root):
-                for full in (os.path.join(current, name) for name in dirs):
-                    if not os.path.islink(full):
-                        os.chmod(full, 0o700)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclasses.dataclass(eq=False)
 class _Pool:
     """The runners of one HarnessJob.key: ``size`` counts idle, busy and starting ones."""
 
-    idle: list[_Runner] = dataclasses.field(default_factory=list)
+    idle: list[RunnerProcess] = dataclasses.field(default_factory=list)
     size: int = 0
     waiters: collections.deque = dataclasses.field(default_factory=collections.deque)
     closed: bool = False
 
 
-def _kill_all(runners: set[_Runner]) -> None:
+def _kill_all(runners: set[RunnerProcess]) -> None:
     for runner in list(runners):
-        runner.kill()
+        (runner.kill if runner.busy else runner.close)()
     runners.clear()
 
 
@@ -252,7 +82,7 @@ class ProcessSandbox:
         self.start_timeout_s = start_timeout_s
         self._pools: dict[str, _Pool] = {}
         self._network_isolated: bool | None = None
-        self._everyone: set[_Runner] = set()
+        self._everyone: set[RunnerProcess] = set()
         weakref.finalize(self, _kill_all, self._everyone)  # a forgotten close() leaks nothing
 
     @property
@@ -284,8 +114,8 @@ class ProcessSandbox:
                     if attempt == 0:
                         continue  # it died while idle: nothing ran, try a fresh one
                     raise
-                reply = await runner.recv(limits.timeout_s + self.grace_s,
-                                          limits.max_output_bytes + _ENVELOPE)
+                reply_cap = ESCAPING_FACTOR * limits.max_output_bytes + ENVELOPE_BYTES
+                reply = await runner.recv(limits.timeout_s + self.grace_s, reply_cap)
                 raw = _to_raw_output(reply)
                 healthy = not reply.get("retire", False)
                 return raw
@@ -321,7 +151,7 @@ class ProcessSandbox:
                 _wake_one(pool)
         _kill_all(self._everyone)
 
-    async def _borrow(self, job: HarnessJob) -> tuple[_Pool, _Runner]:
+    async def _borrow(self, job: HarnessJob) -> tuple[_Pool, RunnerProcess]:
         """An idle runner for ``job``, a new one if the pool has room, else wait."""
         loop = asyncio.get_running_loop()
         while True:
@@ -329,6 +159,7 @@ class ProcessSandbox:
             while pool.idle:
                 runner = pool.idle.pop()
                 if runner.alive():
+                    runner.busy = True
                     return pool, runner
                 self._drop(pool, runner)  # killed from outside while idle
             if pool.size < self.pool_size:
@@ -340,6 +171,7 @@ class ProcessSandbox:
                     _wake_one(pool)
                     raise
                 self._everyone.add(runner)
+                runner.busy = True
                 return pool, runner
             waiter = loop.create_future()
             pool.waiters.append(waiter)
@@ -353,15 +185,15 @@ class ProcessSandbox:
                 with contextlib.suppress(ValueError):
                     pool.waiters.remove(waiter)
 
-    async def _start(self, job: HarnessJob) -> _Runner:
+    async def _start(self, job: HarnessJob) -> RunnerProcess:
         """Start a runner, read its hello, send the setup, wait until it is ready."""
         try:
-            runner = _Runner(self.python, self.runner_path)
+            runner = RunnerProcess(self.python, self.runner_path)
         except OSError as exc:
             raise RunnerGone(f"cannot start the sandbox runner {self.runner_path} "
                              f"with {self.python}: {exc}") from exc
         try:
-            hello = await runner.recv(self.start_timeout_s, _CONTROL_FRAME_MAX)
+            hello = await runner.recv(self.start_timeout_s, CONTROL_FRAME_MAX)
             if hello.get("type") != "hello":
                 raise RunnerGone(f"expected hello, got {hello.get('type')!r}")
             self._network_isolated = bool(hello.get("network_isolated"))
@@ -369,29 +201,30 @@ class ProcessSandbox:
                      "instances": job.instances, "module_name": job.module_name,
                      "preload": list(job.preload)}
             await runner.send(setup, self.start_timeout_s)
-            ready = await runner.recv(self.start_timeout_s, _CONTROL_FRAME_MAX)
+            ready = await runner.recv(self.start_timeout_s, CONTROL_FRAME_MAX)
             if not ready.get("ok"):
                 raise RunnerGone(f"setup failed: {ready.get('message')}")
             return runner
         except (RunnerGone, asyncio.TimeoutError, TypeError, ValueError) as exc:
             detail = str(exc) or "no answer in time"
             tail = runner.log_tail()
-            runner.kill()
+            runner.close()
             raise RunnerGone(f"sandbox runner for {job.key!r} did not start: {detail}"
                              + (f"\n{tail}" if tail else "")) from exc
         except BaseException:
-            runner.kill()
+            runner.close()
             raise
 
-    def _release(self, pool: _Pool, runner: _Runner, healthy: bool) -> None:
+    def _release(self, pool: _Pool, runner: RunnerProcess, healthy: bool) -> None:
+        runner.busy = False
         if healthy and not pool.closed and runner.alive():
             pool.idle.append(runner)
         else:
             self._drop(pool, runner)
         _wake_one(pool)
 
-    def _drop(self, pool: _Pool, runner: _Runner) -> None:
-        runner.kill()
+    def _drop(self, pool: _Pool, runner: RunnerProcess) -> None:
+        runner.close()
         pool.size -= 1
         self._everyone.discard(runner)
 
@@ -403,7 +236,7 @@ def _wake_one(pool: _Pool) -> None:
         if waiter.done():
             continue
         try:
-            waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+            waiter.get_loop().call_soon_threadsafe(resolve_waiter, waiter)
             return
         except RuntimeError:  # its loop is closed
             continue
@@ -429,7 +262,7 @@ def _to_raw_output(reply: dict[str, Any]) -> RawOutput:
                     cpu_s=float(reply.get("cpu_s") or 0.0))
     if not raw.ok:
         error = reply.get("error")
-        raw.error = ErrorKind(error) if error in _KINDS else ErrorKind.SANDBOX
+        raw.error = ErrorKind(error) if error in ERROR_KINDS else ErrorKind.SANDBOX
         return raw
     try:
         raw.output = json.loads(reply["output_json"])
