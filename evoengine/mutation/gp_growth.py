@@ -58,14 +58,17 @@ _GROWABLE = (ast.Name, ast.Constant, ast.UnaryOp, ast.BinOp, ast.Call, ast.Attri
 # Slots where a value is used as something other than a number: an object whose
 # attribute is read, an index, an iterable, a condition, a context manager, ...
 _NOT_GROWN: tuple[tuple[type[ast.AST], tuple[str, ...]], ...] = (
-    (ast.Attribute, ("value",)),
-    (ast.Subscript, ("slice",)),
-    (ast.Slice, ("lower", "upper", "step")),
-    (ast.For, ("iter",)), (ast.AsyncFor, ("iter",)), (ast.comprehension, ("iter", "ifs")),
-    (ast.withitem, ("context_expr",)), (ast.ExceptHandler, ("type",)),
-    (ast.If, ("test",)), (ast.While, ("test",)), (ast.IfExp, ("test",)),
-    (ast.Assert, ("test", "msg")), (ast.BoolOp, ("values",)), (ast.Raise, ("exc", "cause")),
-    (ast.Dict, ("keys",)),
+    (ast.Attribute, ("value",)), (ast.If, ("test",)), (ast.While, ("test",)),
+    (ast.IfExp, ("test",)), (ast.Assert, ("test",)), (ast.BoolOp, ("values",)),
+    (ast.comprehension, ("ifs",)), (ast.keyword, ("value",)),  # axis=, dtype=, key=
+)
+# Slots where nothing inside is grown: indices and ranges want exact integers, and the
+# rest are not numbers at all.
+_NOT_GROWN_WITHIN: tuple[tuple[type[ast.AST], tuple[str, ...]], ...] = (
+    (ast.Subscript, ("slice",)), (ast.For, ("iter",)), (ast.AsyncFor, ("iter",)),
+    (ast.comprehension, ("iter",)), (ast.withitem, ("context_expr",)),
+    (ast.ExceptHandler, ("type",)), (ast.Raise, ("exc", "cause")), (ast.Assert, ("msg",)),
+    (ast.Dict, ("keys",)), (ast.ClassDef, ("bases", "keywords")),
 )
 _HOISTED_FROM = (ast.BinOp, ast.UnaryOp, ast.Call, ast.IfExp, ast.Subscript)
 _OWN_SCOPE = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -174,9 +177,17 @@ def _is_literal(node: ast.AST) -> bool:
                                and is_number(node.operand))
 
 
+def _in(slot: Slot, fields: tuple[tuple[type[ast.AST], tuple[str, ...]], ...]) -> bool:
+    return any(isinstance(slot.parent, kind) and slot.field in names for kind, names in fields)
+
+
 def _growable(tree: ast.Module) -> list[tuple[ast.expr, Slot]]:
     found: list[tuple[ast.expr, Slot]] = []
-    for node, slot in nodes_with_slots(tree, enter_defaults=False):
+    left_out: set[int] = set()  # ids of nodes in a _NOT_GROWN_WITHIN subtree
+    for node, slot in nodes_with_slots(tree, enter_defaults=False):  # parents come first
+        if id(slot.parent) in left_out or _in(slot, _NOT_GROWN_WITHIN):
+            left_out.add(id(node))
+            continue
         if not (isinstance(node, _GROWABLE) and is_value_expr(node, slot)):
             continue
         if isinstance(node, ast.Constant) and not is_number(node):
@@ -185,8 +196,7 @@ def _growable(tree: ast.Module) -> list[tuple[ast.expr, Slot]]:
             continue
         if isinstance(slot.parent, ast.UnaryOp) and isinstance(slot.parent.op, ast.Not):
             continue
-        if any(isinstance(slot.parent, kind) and slot.field in names
-               for kind, names in _NOT_GROWN):
+        if _in(slot, _NOT_GROWN):
             continue
         found.append((node, slot))  # type: ignore[arg-type]
     return found
