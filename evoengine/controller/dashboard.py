@@ -19,7 +19,11 @@ from evoengine.controller.stats import RunStats
 
 
 def render(stats: RunStats) -> Panel:
-    """One frame of the dashboard."""
+    """One frame of the dashboard.
+
+    Rich's refresh thread calls this while the controller updates ``stats``, so the
+    counters are copied (a C-level, GIL-held copy) before they are iterated.
+    """
     done = min(stats.evaluations, stats.max_evaluations)
     header = Table.grid(padding=(0, 2))
     header.add_row(f"[bold]{stats.run_name}[/]", f"problem [cyan]{stats.problem}[/]",
@@ -30,16 +34,16 @@ def render(stats: RunStats) -> Panel:
                      f"{stats.evaluations_per_second:.2f} eval/s",
                      f"{stats.session_seconds:.0f} s")
     best = "—" if stats.best_score is None else f"{stats.best_score:.4f}"
-    failures = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.failures.items())) or "none"
-    skipped = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.outcomes.items())) or "none"
+    failures = ", ".join(f"{kind} {n}" for kind, n in sorted(dict(stats.failures).items()))
+    skipped = ", ".join(f"{kind} {n}" for kind, n in sorted(dict(stats.outcomes).items()))
     summary = Table.grid(padding=(0, 2))
     summary.add_row(f"best score [bold green]{best}[/] (program {stats.best_program_id})",
-                    f"failures: {failures}", f"not evaluated: {skipped}",
+                    f"failures: {failures or 'none'}", f"not evaluated: {skipped or 'none'}",
                     f"cost ${stats.cost:.4f}")
     top = Table(title="top programs", expand=False, show_edge=False)
     for column in ("id", "score", "island", "operator"):
         top.add_column(column)
-    for program_id, score, island, operator in stats.top:
+    for program_id, score, island, operator in list(stats.top):
         top.add_row(str(program_id), f"{score:.4f}", str(island), operator)
     parts = [header, progress, summary, top]
     if stats.message:

@@ -210,6 +210,9 @@ class Controller:
         if archive.best is not None:
             self.stats.best_score = archive.best.score
             self.stats.best_program_id = archive.best.id
-        candidates = {p.id: p for island in archive.islands for p in island.top[:5]}
-        ranked = sorted(candidates.values(), key=lambda p: (-(p.score or 0.0), p.id))[:5]
+        distinct: dict[str, ProgramRecord] = {}  # one row per code (copies share it)
+        for program in sorted((p for island in archive.islands for p in island.top[:5]),
+                              key=lambda p: (-(p.score or 0.0), p.id)):
+            distinct.setdefault(program.code_hash, program)
+        ranked = list(distinct.values())[:5]
         self.stats.top = [(p.id, p.score or 0.0, p.island, p.operator) for p in ranked]
