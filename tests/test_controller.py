@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import archive_rows, evo_command, program_signature
 
+# The process sandbox: the Ctrl-C test looks for the runners among evo's children.
 QUICK = ["problem=bin_packing_quick", "llm=gp", "ui=plain", "search.num_islands=2",
-         "search.llm_concurrency=1", "search.eval_concurrency=1"]
+         "sandbox=process", "search.llm_concurrency=1", "search.eval_concurrency=1"]
 
 
 def _train_evaluations(db: Path) -> int:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from evoengine.archive.store import StoreError
+from evoengine.cli.sandbox_cmd import add_sandbox_parser, sandbox_command
 from evoengine.config.compose import ConfigError
 from evoengine.controller.loop import RunError
 from evoengine.evaluation.problem import ProblemError
@@ -18,6 +19,7 @@ EPILOG = """examples:
   evo resume runs/<name> search.max_evaluations=600
   evo eval problem=bin_packing program=my_priority.py split=validation
   evo problems
+  evo sandbox build && evo sandbox status
 """
 
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "[KEY=VALUE ...]")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     commands.add_parser("problems", help="list the known problems")
+    add_sandbox_parser(commands)
     return parser
 
 
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             from evoengine.cli.eval_cmd import eval_command
 
             return eval_command(args.overrides)
+        if args.command == "sandbox":
+            return sandbox_command(args)
         from evoengine.cli.problems_cmd import problems_command
 
         return problems_command()

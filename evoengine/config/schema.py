@@ -122,21 +122,29 @@ class LLMConfig:
 
 @dataclass
 class SandboxConfig:
-    """Where candidate code runs. ``auto``: Docker when available, else ``process``."""
+    """Where candidate code runs. ``auto``: Docker when a daemon answers and the
+    image exists (``evo sandbox build``), else ``process``."""
 
-    backend: str = "auto"  # auto | process
-    pool_size: int = 2  # resident runners per instance set
+    backend: str = "auto"  # auto | process | docker
+    pool_size: int = 2  # resident runners (or containers) per instance set
     max_processes: int = 32
     max_file_mb: int = 16
     max_output_mb: int = 8
+    image: str = "evoengine-sandbox:latest"  # docker: the image `evo sandbox build` makes
+    cpus: float = 1.0  # docker: CPUs per container
+    tmpfs_mb: int = 256  # docker: size of each container's /work tmpfs
 
     def validate(self) -> None:
-        _require(self.backend in ("auto", "process"), "sandbox.backend",
-                 f"unknown backend {self.backend!r}; choose auto or process")
+        _require(self.backend in ("auto", "process", "docker"), "sandbox.backend",
+                 f"unknown backend {self.backend!r}; choose auto, process or docker")
         _require(self.pool_size >= 1, "sandbox.pool_size", "must be at least 1")
         _require(self.max_processes >= 1, "sandbox.max_processes", "must be at least 1")
         _require(self.max_file_mb >= 1, "sandbox.max_file_mb", "must be at least 1")
         _require(self.max_output_mb >= 1, "sandbox.max_output_mb", "must be at least 1")
+        _require(bool(self.image and self.image.strip()), "sandbox.image",
+                 "must name a Docker image, e.g. evoengine-sandbox:latest")
+        _require(0 < self.cpus <= 1024, "sandbox.cpus", "must be a positive number of CPUs")
+        _require(self.tmpfs_mb >= 16, "sandbox.tmpfs_mb", "must be at least 16")
 
 
 @dataclass
