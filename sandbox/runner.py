@@ -1,7 +1,8 @@
 """The resident runner of the process sandbox: a fork server for candidate programs.
 
 Started once per harness by the host (``evoengine.evaluation.sandbox.process``) as
-``python -I -B runner.py --root DIR --sys-path JSON`` with a clean environment.
+``python -I -B runner.py --root DIR --work-mb N --keep HARNESS --sys-path JSON`` with
+a clean environment.
 ``-I`` keeps the host's ``PYTHON*`` variables, user site and working directory out;
 site-packages stay importable because the host passes its ``sys.path`` in
 ``--sys-path``. The interpreter start-up and the harness's imports (numpy) are paid
@@ -11,7 +12,8 @@ once here; each evaluation is one ``fork()`` of this warm process (DESIGN.md,
 Protocol on stdin/stdout (moved off fds 0/1 at once, so nothing the harness prints
 can corrupt it): frames of a 4-byte big-endian length and UTF-8 JSON.
 
-* runner -> host at start: ``{"type": "hello", "network_isolated": bool, ...}``
+* runner -> host at start: ``{"type": "hello", "network_isolated": bool,
+  "files_isolated": bool, "work_mb": int | None, ...}``
 * ``{"type": "setup", "harness_path", "instances", "module_name", "preload"}``
   -> ``{"type": "ready", "ok", "message"}``
 * ``{"type": "eval", "code", "limits": {...}}`` -> ``{"type": "result", "ok",
@@ -19,13 +21,22 @@ can corrupt it): frames of a 4-byte big-endian length and UTF-8 JSON.
   ``output_json`` is the harness's return value as JSON text (untrusted, the host
   decodes it); ``retire`` asks the host to replace this runner.
 
-Per evaluation (``Runner.evaluate``): a fresh 0700 work dir under ``--root``, one
-fork, the child confines itself (``runner_child.py``: own process group, rlimits,
-``nobody`` when we are root, stdout/stderr to a file, the result on a pipe of its
-own), this process watches the pipe against the wall-clock deadline and the output
-cap, then kills the group and sweeps every remaining descendant (``runner_os.py``;
-we are a child subreaper, so ``setsid()`` and double forks do not escape), deletes
-the work dir and classifies how the child ended (``classify``).
+At start the runner ignores every signal that could end it (a candidate with our
+uid, as in Docker, could send one; each child restores the old dispositions) and,
+where the kernel allows, enters a network namespace and a private mount and IPC
+namespace (``runner_os.py``). In the latter the host's world-writable folders
+(``/tmp``, ``/var/tmp``, ``/dev/shm``, ...) are read-only and ``--root`` is a tmpfs
+of ``--work-mb`` MiB: whatever a candidate writes lives in capped memory and goes
+with us. Docker passes ``--no-netns --no-mountns``: the container does all that.
+
+Per evaluation (``Runner.evaluate``): a fresh work dir under ``--root``, one fork,
+the child confines itself (``runner_child.py``: own process group, rlimits,
+``nobody`` when we are root, stdout/stderr to an unlinked file, the result on a pipe
+of its own), this process watches the pipe against the wall-clock deadline and the
+output cap, then kills the group and sweeps every remaining descendant (we are a
+child subreaper, so ``setsid()`` and double forks do not escape), wipes everything
+under ``--root`` (the next evaluation starts from an empty root) and classifies how
+the child ended (``classify``).
 
 Stdlib only, no engine imports: the same files serve inside sandbox images.
 """
@@ -37,9 +48,7 @@ import contextlib
 import gc
 import importlib.util
 import json
-import math
 import os
-import select
 import signal
 import struct
 import sys
@@ -90,9 +99,6 @@ def send_frame(fd: int, message: dict) -> None:
         view = view[os.write(fd, view):]
 
 
-# ------------------------------------------------------ isolation and sweeping
-
-
 # ------------------------------------------------------------- evaluation
 
 
@@ -102,6 +108,8 @@ class Runner:
     def __init__(self, root: str) -> None:
         self.root = root
         self.drop_to_nobody = os.geteuid() == 0
+        self.root_mode = 0o711 if self.drop_to_nobody else 0o700
+        self.signals: dict[int, Any] = {}  # dispositions each child restores
         self.harness: Any = None
         self.instances: list = []
         self.module_name = "candidate"
@@ -135,27 +143,40 @@ class Runner:
         """Fork one child for ``code``, supervise it, sweep, clean up, classify."""
         if self.harness is None:
             raise RuntimeError("eval before setup")
-        workdir = tempfile.mkdtemp(prefix="eval-", dir=self.root)
         out_fd, out_path = tempfile.mkstemp(prefix="eval-", suffix=".out", dir=self.root)
+        os.unlink(out_path)  # the open file is enough; the candidate never sees it
         try:
+            workdir = self._make_workdir()
             path = os.path.join(workdir, f"{self.module_name}.py")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(code)
             if self.drop_to_nobody:
-                os.chown(workdir, child.NOBODY, child.NOBODY)
                 os.chown(path, child.NOBODY, child.NOBODY)
             outcome = self._fork_and_watch(code, workdir, out_fd, limits)
         finally:
             clean = sysos.sweep()
             tail = _read_tail(out_fd)
             os.close(out_fd)
-            os.unlink(out_path)
-            sysos.remove_tree(workdir)
+            clean = sysos.wipe(self.root, self.root_mode) and clean
         reply = classify(outcome, limits)
         reply.update(type="result", stderr_tail=tail, retire=not clean)
         if reply["error"] in ("crash", "timeout") and _looks_like_memory(reply, tail):
             reply["error"] = "memory"
         return reply
+
+    def _make_workdir(self) -> str:
+        """A fresh work dir under the root. ``nobody`` gets one of its own in our
+        0711 root. A candidate with our uid works one level lower, below a folder
+        it may not write to, so that it cannot drop files beside its work dir for
+        the next one; should it chmod its way in anyway, ``wipe`` clears it all."""
+        workdir = tempfile.mkdtemp(prefix="eval-", dir=self.root)
+        if self.drop_to_nobody:
+            os.chown(workdir, child.NOBODY, child.NOBODY)
+            return workdir
+        inner = os.path.join(workdir, "work")
+        os.mkdir(inner, 0o700)
+        os.chmod(workdir, 0o500)
+        return inner
 
     def _tasks_of_sandbox_uid(self) -> int:
         """RLIMIT_NPROC counts every task of the uid, so the limit must start from
@@ -181,81 +202,17 @@ class Runner:
                                 module_name=self.module_name, code=code, workdir=workdir,
                                 out_fd=out_fd, result_fd=write_fd,
                                 import_fds=self._import_fds or [], limits=limits,
-                                nproc=nproc, drop_to_nobody=self.drop_to_nobody)
+                                nproc=nproc, drop_to_nobody=self.drop_to_nobody,
+                                signals=self.signals)
             finally:
                 _EXIT(1)
         os.close(write_fd)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the child; whichever runs first wins
         try:
-            return _watch(pid, read_fd, limits, start)
+            return sysos.watch(pid, read_fd, limits, start)
         finally:
             os.close(read_fd)
-
-
-def _watch(pid: int, read_fd: int, limits: dict[str, Any], start: float) -> dict[str, Any]:
-    """Read the child's result until it exits, the deadline passes or the output
-    outgrows ``max_output_bytes``; kill its group in the last two cases."""
-    deadline = start + float(limits["timeout_s"])
-    cap = int(limits["max_output_bytes"]) + 1  # + the one-byte tag
-    data = bytearray()
-    os.set_blocking(read_fd, False)
-    poller = select.poll()
-    poller.register(read_fd, select.POLLIN)
-    try:
-        pidfd = os.pidfd_open(pid)
-        poller.register(pidfd, select.POLLIN)
-    except (AttributeError, OSError):
-        pidfd = None
-    outcome: dict[str, Any] = {"timed_out": False, "overflow": False}
-    waited = None
-    try:
-        while waited is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                outcome["timed_out"] = True
-                break
-            wait_s = remaining if pidfd is not None else min(remaining, 0.02)
-            for fd, _event in poller.poll(math.ceil(wait_s * 1000)):
-                if fd == read_fd and not _drain(read_fd, data, cap):
-                    poller.unregister(read_fd)
-            if len(data) > cap:
-                outcome["overflow"] = True
-                break
-            waited = _try_wait(pid)
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-    if waited is None:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)  # in case it never reached its own group
-        waited = os.wait4(pid, 0)
-    else:
-        _drain(read_fd, data, cap)
-        outcome["overflow"] = len(data) > cap
-    outcome.update(wall_s=time.monotonic() - start, status=waited[1],
-                   cpu_s=waited[2].ru_utime + waited[2].ru_stime, data=bytes(data[:cap]))
-    return outcome
-
-
-def _drain(fd: int, data: bytearray, cap: int) -> bool:
-    """Read what is there (up to just past ``cap``); False at end of file."""
-    while len(data) <= cap:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return True
-        if not chunk:
-            return False
-        data += chunk
-    return True
-
-
-def _try_wait(pid: int) -> tuple | None:
-    result = os.wait4(pid, os.WNOHANG)
-    return None if result[0] == 0 else result
 
 
 def _read_tail(fd: int) -> str:
@@ -323,11 +280,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", default=None, help="folder for per-evaluation work dirs")
     parser.add_argument("--sys-path", default="[]", help="JSON list appended to sys.path")
     parser.add_argument("--no-netns", action="store_true", help="do not cut the network")
+    parser.add_argument("--no-mountns", action="store_true",
+                        help="no private mounts (no work tmpfs, shared folders left as they are)")
+    parser.add_argument("--work-mb", type=int, default=256,
+                        help="size of the tmpfs put on --root for the work dirs")
+    parser.add_argument("--keep", action="append", default=[],
+                        help="a path the runner must still read in its mount namespace")
+    parser.add_argument("--folder", default=None,
+                        help="the host's folder for this runner, deleted when we exit on EOF")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve setup and eval messages on stdin/stdout until the host closes stdin."""
+    signals = child.ignore_signals()  # before anything else
     args = _parse_args(argv)
     for entry in json.loads(args.sys_path):
         if entry not in sys.path:
@@ -340,14 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     os.close(null)
     root = args.root or tempfile.mkdtemp(prefix="evo-runner-")
     os.makedirs(root, exist_ok=True)
+    # Deleted when we exit on our own (the host vanished): the host's folder for us,
+    # or the root we made. Its parent's descriptor, opened before our mounts change,
+    # still reaches the host's writable view of it; no child keeps it (_confine).
+    owned = os.path.abspath(args.folder or root) if args.folder or not args.root else None
+    owned_at = (os.open(os.path.dirname(owned), os.O_RDONLY | os.O_DIRECTORY)
+                if owned else None)
     runner = Runner(root)
+    runner.signals = signals
     if runner.drop_to_nobody:
         os.chmod(root, 0o711)  # nobody may enter its own work dir, not list the others
-    isolated = False if args.no_netns else sysos.isolate_network()
+    isolated, private = sysos.enter_namespaces(network=not args.no_netns,
+                                               files=not args.no_mountns)
+    files = private and sysos.isolate_files(root, args.work_mb, [*sys.path, *args.keep])
+    os.chdir(root)  # not the host folder we were started in
     sysos.prctl(sysos.PR_SET_CHILD_SUBREAPER, 1)
     sysos.prctl(sysos.PR_SET_DUMPABLE, 0)  # a same-uid candidate cannot ptrace us
     try:
         send_frame(proto_out, {"type": "hello", "network_isolated": isolated,
+                               "files_isolated": files, "work_mb": args.work_mb if files else None,
                                "pid": os.getpid(), "drop_to_nobody": runner.drop_to_nobody,
                                "python": sys.version.split()[0]})
         _serve(runner, proto_in, proto_out)
@@ -356,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     # The host closed the pipes: it is gone (killed, maybe), so nobody else will
     # tidy up. When it replaces us it kills us instead, and keeps our log.
     sysos.sweep()
-    sysos.remove_tree(root)
+    sysos.wipe(root, runner.root_mode)
+    if owned:
+        if files:
+            sysos.umount(root)  # our tmpfs, over the folder that now goes
+        sysos.remove_at(owned_at, os.path.basename(owned))
     return 0
 
 

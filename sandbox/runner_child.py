@@ -10,7 +10,10 @@ Why the child is built this way:
   and imports through ``/proc/self/fd/N`` from then on: later imports (the standard
   library, ``numpy.random``) keep working while nothing else under ``/root`` opens;
 * the result goes back on a pipe of its own, never on stdout, which is a file;
-* every path out ends in ``os._exit``, so the child never runs the runner's loop.
+* every path out ends in ``os._exit``, so the child never runs the runner's loop;
+* the runner ignores every signal it can (``ignore_signals``, here beside its
+  counterpart), and the child puts the old dispositions back before the candidate
+  runs, so the candidate sees Python's usual ones.
 
 Stdlib only, no engine imports (the same files serve inside sandbox images).
 """
@@ -37,9 +40,40 @@ from runner_os import (
 )
 
 NOBODY = 65534  # uid and gid the candidate runs as when the runner is root
+# Signals the runner leaves alone: it cannot ignore the first two, ignoring SIGCHLD
+# would reap its children behind its back, and the others harm nobody.
+_KEEP_SIGNALS = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGCONT,
+                 signal.SIGWINCH, signal.SIGURG}
 
 _EXIT = os._exit  # held here so a candidate that replaces os._exit cannot keep us alive
 _owner_pid = 0  # the forked child; processes the candidate forks never write results
+
+
+def ignore_signals() -> dict[int, Any]:
+    """Ignore every signal that could stop or end the runner; return the previous
+    dispositions, which each forked child restores (``restore_signals``).
+
+    A candidate that runs as our uid (Docker) can signal us: ignored, nothing
+    happens, and as pid 1 of a PID namespace (a container) no signal from inside
+    it reaches us at all, SIGKILL included. ``docker kill`` comes from outside.
+    """
+    saved = {}
+    for sig in sorted(signal.valid_signals() - _KEEP_SIGNALS):
+        try:
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        except (OSError, ValueError, RuntimeError):
+            continue
+    return saved
+
+
+def restore_signals(saved: dict[int, Any]) -> None:
+    """Give a forked child the dispositions the runner started with (SIGINT raises
+    KeyboardInterrupt again, SIGTERM kills): ignored signals survive exec()."""
+    for sig, handler in saved.items():
+        try:
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        except (OSError, ValueError, RuntimeError):
+            continue
 
 
 def _set_limit(which: int, soft: int, hard: int) -> None:
@@ -219,17 +253,19 @@ def _evaluate(harness: Any, instances: list, module_name: str, code: str, workdi
 
 def run_child(*, harness: Any, instances: list, module_name: str, code: str, workdir: str,
               out_fd: int, result_fd: int, import_fds: list[int], limits: dict[str, Any],
-              nproc: int, drop_to_nobody: bool) -> None:
+              nproc: int, drop_to_nobody: bool, signals: dict[int, Any]) -> None:
     """Body of the forked child; never returns (every path ends in ``os._exit``).
 
     ``nproc`` is the RLIMIT_NPROC to set: the tasks the sandbox uid already runs
-    (the kernel counts them all) plus the evaluation's ``max_processes``.
+    (the kernel counts them all) plus the evaluation's ``max_processes``;
+    ``signals`` the dispositions the runner had before it ignored every signal.
     """
     global _owner_pid
     _owner_pid = os.getpid()
     status = 1
     try:
         try:
+            restore_signals(signals)  # the candidate gets Python's usual signals
             _confine(workdir, out_fd, [result_fd, *import_fds], limits, nproc, drop_to_nobody)
         except BaseException as exc:
             _send_error(result_fd, "sandbox", f"could not confine the candidate: {_describe(exc)}")

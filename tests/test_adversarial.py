@@ -572,27 +572,10 @@ def attack(name: str, code: str, *kinds: ErrorKind, best_fit: bool = True,
     return Attack(name, code + (BEST_FIT if best_fit else ""), frozenset(kinds), **options)
 
 
-TMP_WEAKNESS = (
-    "process backend: the candidate (uid nobody) can create files in the host's "
-    "world-writable /tmp; they outlive the evaluation and a later candidate can read them")
-DOCKER_WORK_ROOT_WEAKNESS = (
-    "docker backend: the candidate runs as the runner's uid, so it can write into the "
-    "runner's root (/work/runner, which holds every evaluation's work dir); the file "
-    "outlives the evaluation and the next candidate in that container reads it")
-DISK_WEAKNESS = (
-    "process backend: RLIMIT_FSIZE caps each file at max_file_mb, but nothing caps the "
-    "total the work dir (on the host's disk) may hold, so many files below the cap fill it")
 FORGERY_WEAKNESS = (
     "the candidate runs in the same process as the harness and can replace harness.run: "
     "an offline packing is a feasible output, so score.py cannot tell it from an online one "
     "and the program scores better than its priority() earns")
-RUNNER_SIGNAL_WEAKNESS = (
-    "docker backend: the candidate runs as the runner's uid (65534), so it can signal the "
-    "runner (container pid 1): SIGINT raises KeyboardInterrupt there and kills it; the "
-    "candidate's own attack is recorded as a 'sandbox' failure and costs a new container")
-INF_GAP = (
-    "harness.py rejects NaN priorities but accepts infinite ones (problem.yaml forbids only "
-    "NaN): all-inf priorities tie and pack as first fit, a valid program")
 
 ATTACKS = [
     # ---- resource exhaustion
@@ -660,8 +643,7 @@ for _i in range(256):  # 256 files of 4 MiB, each below max_file_mb: 1 GiB, > me
     with open(f"$MARK-fill-{_i}.bin", "wb") as _out:
         for _ in range(4):
             _out.write(_chunk)
-""", CRASH, says=("No space", "Disk quota", "File too large"),
-           xfail=(("process", DISK_WEAKNESS),)),
+""", CRASH, says=("No space", "Disk quota", "File too large")),
     # ---- escaping
     attack("write_root", """
 with open("$ROOT_MARKER", "w") as _out:
@@ -670,8 +652,7 @@ with open("$ROOT_MARKER", "w") as _out:
     attack("write_tmp", """
 with open("$TMP_MARKER", "w") as _out:
     _out.write("escaped")
-""", CRASH, says=("PermissionError", "Read-only file system"),
-           xfail=(("process", TMP_WEAKNESS),)),
+""", CRASH, says=("PermissionError", "Read-only file system")),
     attack("write_beside_workdir", """
 import os
 
@@ -679,8 +660,7 @@ import os
 # seen by later candidates.
 with open(os.path.join(os.path.dirname(os.getcwd()), "$MARK-beside"), "w") as _out:
     _out.write("left for the next candidate")
-""", CRASH, says=("PermissionError", "Read-only file system"),
-           xfail=(("docker", DOCKER_WORK_ROOT_WEAKNESS),)),
+""", CRASH, says=("PermissionError", "Read-only file system")),
     attack("write_harness", FIND_HARNESS + """
 import os
 
@@ -778,8 +758,7 @@ import signal
 
 os.kill(os.getppid(), signal.SIGINT)  # a Python runner dies of KeyboardInterrupt
 os.kill(os.getppid(), signal.SIGTERM)
-""", CRASH, true_score="best_fit", says=("PermissionError",),
-           xfail=(("docker", RUNNER_SIGNAL_WEAKNESS),)),
+""", CRASH, true_score="best_fit", says=("PermissionError",)),
     attack("close_stdout_stderr", """
 import os
 import numpy as np
@@ -859,14 +838,13 @@ import numpy as np
 
 def priority(item, bins):
     return np.full(bins.shape, np.nan)
-""", CRASH, INVALID, best_fit=False, says=("NaN",)),
+""", CRASH, INVALID, best_fit=False, says=("priority nan", "must be finite")),
     attack("priority_inf", """
 import numpy as np
 
 def priority(item, bins):
     return np.full(bins.shape, np.inf)
-""", CRASH, INVALID, best_fit=False,
-           xfail=(("process", INF_GAP), ("docker", INF_GAP))),
+""", CRASH, INVALID, best_fit=False, says=("priority inf", "must be finite")),
     attack("priority_wrong_shape", """
 import numpy as np
 

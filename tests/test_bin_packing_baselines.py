@@ -172,7 +172,9 @@ def _candidate(fn) -> types.ModuleType:
 
 
 @pytest.mark.parametrize("fn, message", [
-    (lambda item, bins: np.full(len(bins), np.nan), "NaN"),
+    (lambda item, bins: np.full(len(bins), np.nan), "nan"),
+    (lambda item, bins: np.full(len(bins), np.inf), "inf"),
+    (lambda item, bins: np.full(len(bins), -np.inf), "-inf"),
     (lambda item, bins: np.zeros(len(bins) + 1), "shape"),
     (lambda item, bins: 1.0, "shape"),
     (lambda item, bins: np.array(["a"] * len(bins)), "dtype"),
@@ -180,6 +182,17 @@ def _candidate(fn) -> types.ModuleType:
 def test_harness_rejects_bad_priorities(fn, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         harness.run(_candidate(fn), SMALL)
+
+
+def test_harness_allows_minus_inf_as_a_mask() -> None:
+    """-inf marks bins to avoid; the winner is finite, so the choice is well defined."""
+    def first_fit_by_mask(item, bins):
+        priorities = np.full(len(bins), -np.inf)
+        priorities[0] = 0.0  # every bin but the first one that fits is masked out
+        return priorities
+
+    first_fit = _candidate(lambda item, bins: -np.arange(len(bins), dtype=float))
+    assert harness.run(_candidate(first_fit_by_mask), SMALL) == harness.run(first_fit, SMALL)
 
 
 def test_harness_output_is_plain_ints_and_feasible() -> None:

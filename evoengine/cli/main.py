@@ -10,9 +10,12 @@ from evoengine.cli.sandbox_cmd import add_sandbox_parser, sandbox_command
 from evoengine.config.compose import ConfigError
 from evoengine.controller.loop import RunError
 from evoengine.evaluation.problem import ProblemError
+from evoengine.llm.types import LLMError
 from evoengine.mutation.evolve_block import EvolveBlockError
+from evoengine.mutation.prompts import PromptError
 
-USER_ERRORS = (ConfigError, StoreError, ProblemError, RunError, EvolveBlockError)
+USER_ERRORS = (ConfigError, StoreError, ProblemError, RunError, EvolveBlockError,
+               PromptError, LLMError)
 
 EPILOG = """examples:
   evo run problem=bin_packing search.max_evaluations=300 seed=1

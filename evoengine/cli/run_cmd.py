@@ -67,6 +67,9 @@ async def _drive(ctx: RunContext, controller: Controller) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await ctx.backend.close()
+        close_mutator = getattr(ctx.mutator, "close", None)
+        if close_mutator is not None:
+            await close_mutator()
 
 
 async def _validate_best(ctx: RunContext) -> None:

@@ -109,15 +109,58 @@ class GPConfig:
 
 
 @dataclass
-class LLMConfig:
-    """Which mutator proposes children. ``auto``: a configured model, else ``gp``."""
+class EditProbabilities:
+    """How often an LLM proposal asks for each edit format (normalised at use)."""
 
-    provider: str = "auto"  # auto | gp
+    diff: float = 0.6  # SEARCH/REPLACE blocks
+    full: float = 0.3  # full rewrite of the EVOLVE-BLOCK
+    crossover: float = 0.1  # combine two parents from different cells
+
+    def validate(self) -> None:
+        for name, value in sorted(vars(self).items()):
+            _require(value >= 0, f"llm.edit_probabilities.{name}", "must be non-negative")
+        _require(sum(vars(self).values()) > 0, "llm.edit_probabilities", "one must be > 0")
+
+
+LLM_PROVIDERS = ("auto", "gp", "openai")
+
+
+@dataclass
+class LLMConfig:
+    """Which mutator proposes children. ``auto``: a configured model, else ``gp``.
+
+    ``auto`` uses ``openai`` when ``base_url`` is set or the environment variable named
+    by ``api_key_env`` holds a key, and the offline GP mutator otherwise.
+    """
+
+    provider: str = "auto"  # auto | gp | openai
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None  # any OpenAI-compatible server: vLLM, Ollama, LM Studio
+    api_key_env: str = "OPENAI_API_KEY"  # the variable that holds the key (never the key)
+    timeout_s: float = 120.0
+    max_retries: int = 4  # on 429, 5xx and connection errors, with exponential backoff
+    backoff_s: float = 1.0  # first retry delay; doubles each time
+    temperature: float = 0.8
+    max_tokens: int = 4096
+    price_input_per_mtok: float | None = None  # dollars per million prompt tokens
+    price_output_per_mtok: float | None = None
+    edit_probabilities: EditProbabilities = field(default_factory=EditProbabilities)
+    templates_dir: str | None = None  # a folder of Jinja2 templates overriding the built-in
     gp: GPConfig = field(default_factory=GPConfig)
 
     def validate(self) -> None:
-        _require(self.provider in ("auto", "gp"), "llm.provider",
-                 f"unknown provider {self.provider!r}; choose auto or gp")
+        _require(self.provider in LLM_PROVIDERS, "llm.provider",
+                 f"unknown provider {self.provider!r}; choose one of "
+                 + ", ".join(LLM_PROVIDERS))
+        _require(bool(self.model), "llm.model", "must name a model")
+        _require(self.timeout_s > 0, "llm.timeout_s", "must be positive")
+        _require(self.max_retries >= 0, "llm.max_retries", "must be >= 0")
+        _require(self.backoff_s >= 0, "llm.backoff_s", "must be >= 0")
+        _require(0 <= self.temperature <= 2, "llm.temperature", "must be within [0, 2]")
+        _require(self.max_tokens >= 1, "llm.max_tokens", "must be at least 1")
+        for key in ("price_input_per_mtok", "price_output_per_mtok"):
+            value = getattr(self, key)
+            _require(value is None or value >= 0, f"llm.{key}", "must be >= 0")
 
 
 @dataclass
@@ -132,7 +175,7 @@ class SandboxConfig:
     max_output_mb: int = 8
     image: str = "evoengine-sandbox:latest"  # docker: the image `evo sandbox build` makes
     cpus: float = 1.0  # docker: CPUs per container
-    tmpfs_mb: int = 256  # docker: size of each container's /work tmpfs
+    tmpfs_mb: int = 256  # size of the tmpfs that holds the work dirs (both backends)
 
     def validate(self) -> None:
         _require(self.backend in ("auto", "process", "docker"), "sandbox.backend",

@@ -24,6 +24,8 @@ from evoengine.mutation.evolve_block import EvolveBlockError, check_edit_confine
 from evoengine.mutation.types import Child
 
 STOPPED_BY_USER = "stopped by user"
+# A bad key or an unknown model will not get better by asking again.
+FATAL_MODEL_ERRORS = ("llm_error:auth", "llm_error:model")
 
 
 class RunError(RuntimeError):
@@ -135,6 +137,8 @@ class Controller:
                 work.parent.feedback, work.rng)
         if child is None:
             return StepOutcome("noop", None)
+        if child.outcome != "applied":  # recorded with its prompt and reply, not evaluated
+            return StepOutcome(child.outcome, child)
         try:
             check_edit_confined(work.parent.code, child.code)
         except EvolveBlockError as exc:
@@ -185,6 +189,8 @@ class Controller:
                     self.stats.failures[program.error] += 1
         if outcome.outcome != "applied":
             self.stats.outcomes[outcome.outcome] += 1
+            if outcome.outcome in FATAL_MODEL_ERRORS and child is not None:
+                self.request_stop(f"the model cannot be used: {child.message}")
             self._idle_steps += 1
             if self._idle_steps >= self.ctx.config.search.max_idle_steps:
                 self.request_stop(f"the mutator made nothing new to evaluate in "

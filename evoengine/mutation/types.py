@@ -33,6 +33,10 @@ class Child:
     cost: float = 0.0
     latency_s: float = 0.0
     second_parent_id: int | None = None  # set by crossover
+    # "applied" children are evaluated; any other outcome (unmatched, rejected,
+    # malformed, noop, llm_error) is only recorded, with ``message`` saying why.
+    outcome: str = "applied"
+    message: str = ""
 
 
 class Mutator(Protocol):

@@ -32,9 +32,12 @@ def _pack(priority: Any, capacity: float, items: list) -> list[int]:
             raise ValueError(f"priority() returned dtype {priorities.dtype}; "
                              "it must return real numbers")
         best = int(np.argmax(priorities))
-        # argmax stops at the first NaN, so checking the chosen entry finds any NaN.
-        if priorities.dtype.kind == "f" and np.isnan(priorities[best]):
-            raise ValueError(f"priority() returned NaN for item {i} (size {item})")
+        # argmax stops at the first NaN, so checking the chosen entry finds any NaN; a
+        # winning +inf (or all -inf) would turn the choice into a tie-break, so the
+        # winner must be finite. -inf may still mark bins to avoid.
+        if priorities.dtype.kind == "f" and not np.isfinite(priorities[best]):
+            raise ValueError(f"priority() chose a bin with priority {priorities[best]} for "
+                             f"item {i} (size {item}); the highest priority must be finite")
         bin_index = valid[best]
         bins[bin_index] -= item
         chosen[i] = bin_index

@@ -7,10 +7,13 @@ fork of a warm interpreter inside an already running container, not a
 replacement rules are the process backend's (``pool.PooledSandbox``); what Docker
 adds is the cage around the runner, set once per container at creation:
 
-* ``--network none``, a read-only root and a tmpfs at ``/work`` (the runner makes
-  and deletes one work dir per evaluation under it, and points ``TMPDIR`` there);
-  no ``/tmp`` or ``/dev/shm`` to write to (``--ipc none``), since those would be
-  shared by every evaluation the container runs;
+* ``--network none``, a read-only root and a tmpfs at ``/work``, the runner's root:
+  it makes one work dir per evaluation under it, points ``TMPDIR`` there, and after
+  each evaluation wipes everything in ``/work``, since the candidate runs as the
+  runner's uid and could write anywhere the runner can; no ``/tmp`` or ``/dev/shm``
+  to write to (``--ipc none``), since those would be shared by every evaluation;
+* the runner ignores every signal (as pid 1 of the container, no signal sent from
+  inside then reaches it), so a candidate cannot end it; ``docker kill`` still can;
 * memory (``memory_mb`` plus the runner's headroom, no swap), CPU (``cpus``) and
   pid (``max_processes`` plus a few for the runner) limits;
 * user 65534:65534, every capability dropped, ``no-new-privileges``;
@@ -48,7 +51,7 @@ DEFAULT_IMAGE = "evoengine-sandbox:latest"
 LABEL = "evoengine.sandbox"
 RUNNER_DIR = "/opt/evoengine/sandbox"  # where the image holds sandbox/runner*.py
 HARNESS_DIR = "/opt/evoengine/job"  # where the harness copy is mounted, read-only
-WORK_DIR = "/work"  # the tmpfs the runner makes its per-evaluation work dirs in
+WORK_DIR = "/work"  # the tmpfs the runner makes its work dirs in, wiped after each
 RUNNER_MEMORY_MB = 256  # the runner's own interpreter, numpy, and the copy-on-write fork
 RUNNER_PIDS = 8  # the runner and whatever it runs besides the candidate
 BUILD_HINT = "run `evo sandbox build`"
@@ -151,7 +154,7 @@ class DockerSandbox(PooledSandbox):
         return dict(
             image=self.image, user="65534:65534", host_config=host_config,
             entrypoint=["python3", "-I", "-B", f"{RUNNER_DIR}/runner.py"],
-            command=["--root", f"{WORK_DIR}/runner", "--no-netns"],
+            command=["--root", WORK_DIR, "--no-netns", "--no-mountns"],
             environment=environment, hostname="sandbox",
             labels={LABEL: "1", f"{LABEL}.job": job.key[:200]},
             stdin_open=True, tty=False, detach=False,  # detach=False: StdinOnce

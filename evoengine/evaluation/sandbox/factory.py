@@ -29,7 +29,7 @@ def make_backend(config: SandboxConfig) -> tuple[SandboxBackend, str]:
                              "no network, read-only root, memory/CPU/pid limits")
         if config.backend == "docker":
             raise ConfigError(f"sandbox=docker: {reason} (or use sandbox=process)")
-    backend = ProcessSandbox(pool_size=config.pool_size)
+    backend = ProcessSandbox(pool_size=config.pool_size, tmpfs_mb=config.tmpfs_mb)
     if config.backend == "auto":
         note = (f"sandbox: process (sandbox=auto: {reason}); forked children with "
                 "rlimits, a clean environment and no network")

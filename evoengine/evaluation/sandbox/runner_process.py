@@ -89,25 +89,37 @@ async def _ready(fd: int, writer: bool, deadline: float) -> None:
 
 
 class RunnerProcess:
-    """One resident runner process, its private root folder and its framed pipes."""
+    """One resident runner process, its private folder and its framed pipes.
 
-    def __init__(self, python: str, runner_path: Path) -> None:
-        self.root = tempfile.mkdtemp(prefix="evo-runner-")
-        if os.geteuid() == 0:
-            os.chmod(self.root, 0o711)  # the candidate (nobody) may reach its own work dir
-        self.log_path = os.path.join(self.root, "runner.log")
+    The folder holds the runner's log and ``work``, the runner's ``--root``: in the
+    runner's own mount namespace a tmpfs of ``work_mb`` MiB, so from here it stays
+    empty whatever the candidates write. ``keep`` names paths (the harness) the
+    runner must still read once it has sealed the host's shared folders.
+    """
+
+    def __init__(self, python: str, runner_path: Path, work_mb: int = 256,
+                 keep: tuple[str, ...] = ()) -> None:
+        self.folder = tempfile.mkdtemp(prefix="evo-runner-")
+        self.root = os.path.join(self.folder, "work")
+        mode = 0o711 if os.geteuid() == 0 else 0o700  # nobody may reach its own work dir
+        os.chmod(self.folder, mode)
+        os.mkdir(self.root, mode)
+        os.chmod(self.root, mode)  # whatever the umask
+        self.log_path = os.path.join(self.folder, "runner.log")
         # Our sys.path (site-packages, editable installs) only suits our own interpreter.
         same = Path(python).resolve() == Path(sys.executable).resolve()
         paths = [p for p in sys.path if p and os.path.isabs(p)] if same else []
+        keeps = [arg for path in keep for arg in ("--keep", str(path))]
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.proc = subprocess.Popen(
                 [python, "-I", "-B", str(runner_path), "--root", self.root,
+                 "--folder", self.folder, "--work-mb", str(work_mb), *keeps,
                  "--sys-path", json.dumps(paths)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
-                env=clean_environment(self.root), cwd=self.root, start_new_session=True)
+                env=clean_environment(self.root), cwd=self.folder, start_new_session=True)
         except BaseException:
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
             raise
         finally:
             os.close(log_fd)
@@ -203,8 +215,8 @@ class RunnerProcess:
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
         with contextlib.suppress(OSError):  # reopen folders a candidate chmod-ed shut
-            for current, dirs, _files in os.walk(self.root):
+            for current, dirs, _files in os.walk(self.folder):  # (without a work tmpfs)
                 for full in (os.path.join(current, name) for name in dirs):
                     if not os.path.islink(full):
                         os.chmod(full, 0o700)
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)

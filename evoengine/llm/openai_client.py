@@ -1,0 +1,325 @@
+"""An :class:`~evoengine.llm.types.LLMClient` for OpenAI and any OpenAI-compatible server.
+
+Talks through the official ``openai`` SDK (``AsyncOpenAI``), imported lazily so the
+core install does not need it (``pip install 'evoengine[openai]'``). The SDK's own
+retries are switched off; this client retries itself so that every failure ends as
+one :class:`~evoengine.llm.types.LLMError` with a kind and a one-line message.
+
+Failure handling (``n`` = ``llm.max_retries``; backoff starts at ``llm.backoff_s``
+and doubles per retry, capped at 60 s, plus up to 25 % jitter; a ``Retry-After`` /
+``retry-after-ms`` header, when present, replaces the computed delay, capped at 60 s):
+
+=====================================  ===============  ==============================
+what happened                          LLMError kind    retried
+=====================================  ===============  ==============================
+HTTP 429                               ``rate_limit``   up to ``n`` times
+HTTP 429 with code insufficient_quota  ``rate_limit``   no (waiting does not help)
+HTTP 5xx                               ``server``       up to ``n`` times
+connection refused / reset / dropped   ``connection``   up to ``n`` times
+no reply within ``llm.timeout_s``,     ``timeout``      up to ``n`` times
+HTTP 408
+HTTP 401, 403                          ``auth``         no
+HTTP 404, or an error whose code is    ``model``        no
+model_not_found / says the model does
+not exist
+other HTTP 4xx                         ``bad_request``  no
+a 200 reply without choices, without   ``malformed``    once (if ``n`` >= 1)
+message content, or not JSON
+=====================================  ===============  ==============================
+
+A malformed reply is retried once only: a truncated or garbled body (a proxy hiccup,
+an overloaded server) is sometimes transient, but a server that keeps answering
+garbage will not be fixed by more attempts.
+
+A 400 that says ``max_tokens``, ``temperature`` or ``seed`` is unsupported by the model
+(OpenAI's reasoning models) is answered by adapting the request once -- ``max_tokens``
+becomes ``max_completion_tokens``, the others are left out -- and the adaptation is
+kept for later calls; it does not use up a retry.
+
+``Completion.latency_s`` is the wall time of the whole ``complete`` call (retries and
+backoff included: what the search waited); ``Completion.model`` is the configured
+model name; tokens come from the reply's ``usage`` (0 when absent); ``cost`` uses
+``llm.price_input_per_mtok`` / ``llm.price_output_per_mtok`` (a missing price counts
+as 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import re
+import time
+from typing import Any
+
+from evoengine.config.schema import LLMConfig
+from evoengine.llm.types import Completion, LLMError
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_API_KEY = "not-needed"  # sent to a base_url server when no key is set
+MAX_BACKOFF_S = 60.0
+RETRY_AFTER_CAP_S = 60.0
+_JITTER = 0.25
+_MESSAGE_LIMIT = 300
+_MODEL_MISSING = re.compile(r"model\b.*\b(not found|does not exist|not exist)", re.I)
+_ADAPTABLE = ("max_tokens", "temperature", "seed")
+
+
+def _one_line(text: object, limit: int = _MESSAGE_LIMIT) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name`` or ``obj[name]``; None when absent (replies are not validated)."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds asked for by ``retry-after-ms`` or ``Retry-After`` (seconds or a date)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Failure(Exception):
+    """One failed attempt, classified."""
+
+    def __init__(self, kind: str, message: str, *, retry: bool,
+                 retry_after: float | None = None, adapt: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry = retry
+        self.retry_after = retry_after
+        self.adapt = adapt
+
+
+class OpenAIClient:
+    """Chat completions through ``openai.AsyncOpenAI`` with the engine's retry policy."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise LLMError("bad_request", "llm.provider=openai needs the 'openai' package: "
+                           "pip install 'evoengine[openai]'") from None
+        self._openai = openai
+        self.config = config
+        self.model = config.model
+        key = (os.environ.get(config.api_key_env) or "").strip()
+        self._key_missing = not key
+        if not key:
+            if not config.base_url:
+                raise LLMError("auth", f"set {config.api_key_env} (or llm.api_key_env) "
+                                       "or llm.base_url")
+            key = PLACEHOLDER_API_KEY  # local servers (vLLM, Ollama, ...) need no key
+        self._client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url,
+                                          timeout=config.timeout_s, max_retries=0)
+        self.base_url = str(self._client.base_url).rstrip("/")
+        self._adapted: set[str] = set()
+        self._rng = random.Random()
+        self._closed = False
+
+    # -- public ---------------------------------------------------------------------
+
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float,
+                       max_tokens: int, seed: int | None = None) -> Completion:
+        start = time.perf_counter()
+        retries = 0
+        malformed_retried = False
+        while True:
+            try:
+                text, prompt_tokens, completion_tokens = await self._attempt(
+                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed)
+            except _Failure as failure:
+                if failure.adapt is not None and failure.adapt not in self._adapted:
+                    self._adapted.add(failure.adapt)
+                    log.info("model %s: %s unsupported; adapting the request",
+                             self.model, failure.adapt)
+                    continue
+                can_retry = failure.retry and retries < self.config.max_retries
+                if failure.kind == "malformed":
+                    can_retry = can_retry and not malformed_retried
+                    malformed_retried = True
+                if not can_retry:
+                    attempts = retries + 1
+                    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+                    raise LLMError(failure.kind, _one_line(failure.message + suffix)) from None
+                delay = self._delay(retries, failure.retry_after)
+                retries += 1
+                log.debug("model %s: %s (%s); retry %d/%d in %.2fs", self.model,
+                          failure.kind, failure.message, retries, self.config.max_retries,
+                          delay)
+                await asyncio.sleep(delay)
+                continue
+            return Completion(
+                text=text, model=self.model, prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_s=time.perf_counter() - start,
+                cost=self._cost(prompt_tokens, completion_tokens))
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.close()
+
+    async def __aenter__(self) -> OpenAIClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- one attempt ----------------------------------------------------------------
+
+    def _request(self, messages: list[dict[str, str]], *, temperature: float,
+                 max_tokens: int, seed: int | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if "max_tokens" in self._adapted:
+            # extra_body: works with SDK versions that predate the keyword
+            kwargs["extra_body"] = {"max_completion_tokens": max_tokens}
+        else:
+            kwargs["max_tokens"] = max_tokens
+        if "temperature" not in self._adapted:
+            kwargs["temperature"] = temperature
+        if seed is not None and "seed" not in self._adapted:
+            kwargs["seed"] = seed
+        return kwargs
+
+    async def _attempt(self, messages: list[dict[str, str]], *, temperature: float,
+                       max_tokens: int, seed: int | None) -> tuple[str, int, int]:
+        openai = self._openai
+        timeout = self.config.timeout_s
+        kwargs = self._request(messages, temperature=temperature, max_tokens=max_tokens,
+                               seed=seed)
+        try:
+            # the SDK timeout bounds each phase; wait_for bounds the whole request
+            response = await asyncio.wait_for(
+                self._client.chat.completions.create(**kwargs, timeout=timeout),
+                timeout=timeout)
+        except (asyncio.TimeoutError, openai.APITimeoutError):
+            raise _Failure("timeout", f"no reply from {self.base_url} within "
+                           f"llm.timeout_s={timeout:g}s", retry=True) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            raise _Failure("connection", f"could not reach {self.base_url} ({detail})",
+                           retry=True) from None
+        except openai.APIStatusError as exc:
+            raise self._status_failure(exc) from None
+        except openai.APIResponseValidationError as exc:
+            raise _Failure("malformed", f"unusable reply from {self.base_url}: "
+                           f"{exc.message}", retry=True) from None
+        except ValueError as exc:  # an invalid JSON body (json.JSONDecodeError)
+            raise _Failure("malformed", f"reply from {self.base_url} is not valid JSON "
+                           f"({exc})", retry=True) from None
+        except openai.OpenAIError as exc:
+            raise _Failure("server", f"{type(exc).__name__} from {self.base_url}: {exc}",
+                           retry=False) from None
+        return self._parse(response)
+
+    def _parse(self, response: Any) -> tuple[str, int, int]:
+        where = f"reply from {self.base_url}"
+        if isinstance(response, (str, bytes)):
+            raise _Failure("malformed", f"{where} is not JSON: {_one_line(response, 80)!r}",
+                           retry=True)
+        choices = _field(response, "choices")
+        if not choices or not isinstance(choices, (list, tuple)):
+            raise _Failure("malformed", f"{where} has no choices", retry=True)
+        message = _field(choices[0], "message")
+        content = _field(message, "content") if message is not None else None
+        if not isinstance(content, str):
+            refusal = _field(message, "refusal") if message is not None else None
+            reason = _field(choices[0], "finish_reason")
+            detail = f"; the model refused: {refusal}" if refusal else (
+                f" (finish_reason={reason})" if reason else "")
+            raise _Failure("malformed", f"{where} has no message content{detail}",
+                           retry=True)
+        usage = _field(response, "usage")
+        return content, self._tokens(usage, "prompt_tokens"), self._tokens(
+            usage, "completion_tokens")
+
+    @staticmethod
+    def _tokens(usage: Any, name: str) -> int:
+        if usage is None:
+            return 0
+        try:
+            return max(0, int(_field(usage, name) or 0))
+        except (TypeError, ValueError):
+            return 0
+
+    def _status_failure(self, exc: Any) -> _Failure:
+        status = int(exc.status_code)
+        body = exc.body
+        detail = _field(body, "message") if isinstance(body, dict) else None
+        if not detail:
+            detail = body if isinstance(body, str) and body else exc.message
+        detail = _one_line(detail, 160)
+        code = str(getattr(exc, "code", None) or "")
+        param = str(getattr(exc, "param", None) or "")
+        where = f"{self.base_url} (HTTP {status})"
+        if status in (401, 403):
+            env = self.config.api_key_env
+            if self._key_missing:
+                text = (f"the server at {where} wants an API key and ${env} is not set; "
+                        f"set ${env}")
+            else:
+                text = f"the server rejected the API key at {where}; check ${env}"
+            return _Failure("auth", text, retry=False)
+        if status == 404 or code == "model_not_found" or (
+                status < 500 and _MODEL_MISSING.search(str(detail))):
+            return _Failure("model", f"unknown model {self.model!r} at {self.base_url}; "
+                            f"check llm.model (HTTP {status}: {detail})", retry=False)
+        if status == 429:
+            if code == "insufficient_quota":
+                return _Failure("rate_limit", f"quota exhausted at {where}: {detail}; "
+                                "check the account's plan and billing", retry=False)
+            return _Failure("rate_limit", f"rate limited by {where}: {detail}", retry=True,
+                            retry_after=_retry_after(exc.response.headers))
+        if status >= 500:
+            return _Failure("server", f"server error from {where}: {detail}", retry=True,
+                            retry_after=_retry_after(exc.response.headers))
+        if status == 408:
+            return _Failure("timeout", f"request timed out at {where}: {detail}",
+                            retry=True, retry_after=_retry_after(exc.response.headers))
+        if status == 400 and param in _ADAPTABLE and code.startswith("unsupported"):
+            return _Failure("bad_request", f"{where}: {detail}", retry=False, adapt=param)
+        return _Failure("bad_request", f"the server rejected the request at {where}: "
+                        f"{detail}", retry=False)
+
+    # -- accounting and pacing ------------------------------------------------------
+
+    def _delay(self, retries: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, RETRY_AFTER_CAP_S)
+        base = min(self.config.backoff_s * (2 ** retries), MAX_BACKOFF_S)
+        return base * (1.0 + _JITTER * self._rng.random())
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        price_in = self.config.price_input_per_mtok or 0.0
+        price_out = self.config.price_output_per_mtok or 0.0
+        return (prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000

@@ -1,0 +1,41 @@
+"""The model-client contract: chat messages in, a completion with its accounting out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LLMError(RuntimeError):
+    """A model call failed for good (after retries, where retrying makes sense).
+
+    ``kind`` is one of: auth, model (unknown model), rate_limit, server, connection,
+    timeout, malformed (a reply the client cannot use), bad_request.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model reply and what it cost."""
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost: float = 0.0  # dollars; 0 when no price is known
+
+
+class LLMClient(Protocol):
+    """An async chat model. Implementations retry transient failures themselves."""
+
+    model: str
+
+    async def complete(self, messages: list[dict[str, str]], *, temperature: float,
+                       max_tokens: int, seed: int | None = None) -> Completion: ...
+
+    async def close(self) -> None: ...

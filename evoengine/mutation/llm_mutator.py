@@ -1,0 +1,104 @@
+"""The ``Mutator`` that asks a language model for an edit of the parent.
+
+Per proposal it draws an edit kind (``llm.edit_probabilities``: SEARCH/REPLACE diff,
+full rewrite of the EVOLVE-BLOCK, or crossover with a second parent), renders that
+kind's prompt, calls the model and applies the reply. A diff whose SEARCH text does not
+match goes back to the model once, with the error and the nearest match. Every outcome
+comes back as a ``Child`` (only ``applied`` ones are evaluated), carrying the prompt,
+the replies, tokens, latency and cost, so the archive records all of it. A model call
+that fails for good (after the client's retries) is an ``llm_error`` outcome: the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import random
+
+from evoengine.config.schema import LLMConfig
+from evoengine.llm.types import Completion, LLMClient, LLMError
+from evoengine.mutation.edits import (
+    EditResult,
+    apply_full_rewrite,
+    apply_search_replace,
+    diff_summary,
+)
+from evoengine.mutation.prompts import EDIT_KINDS, PromptBuilder
+from evoengine.mutation.types import Child, ParentView
+
+
+class LLMMutator:
+    """Mutator backed by one ``LLMClient``."""
+
+    def __init__(self, client: LLMClient, config: LLMConfig, prompts: PromptBuilder) -> None:
+        self.client = client
+        self.config = config
+        self.prompts = prompts
+        weights = config.edit_probabilities
+        self._kinds = [kind for kind in EDIT_KINDS if getattr(weights, kind) > 0]
+        self._weights = [getattr(weights, kind) for kind in self._kinds]
+
+    @property
+    def name(self) -> str:
+        return self.client.model
+
+    def _choose_kind(self, parent: ParentView, inspirations: list[ParentView],
+                     rng: random.Random) -> tuple[str, ParentView | None]:
+        kind = rng.choices(self._kinds, weights=self._weights, k=1)[0]
+        if kind != "crossover":
+            return kind, None
+        others = [p for p in inspirations if p.code != parent.code]
+        if not others:  # nothing to cross with: ask for a rewrite instead
+            return "full", None
+        return kind, others[-1]  # the last inspirations come from other cells
+
+    async def propose(self, parent: ParentView, inspirations: list[ParentView],
+                      feedback: str, rng: random.Random) -> Child | None:
+        kind, second = self._choose_kind(parent, inspirations, rng)
+        prompt = self.prompts.build(kind, parent, inspirations, feedback, second)
+        messages = prompt.messages()
+        child = Child(code="", operator=f"llm:{kind}", model=self.client.model,
+                      prompt=prompt.as_text(),
+                      second_parent_id=second.program_id if second else None)
+        seed = rng.randrange(2**31)
+        try:
+            completion = await self._complete(messages, seed, child)
+            result = self._apply(kind, parent.code, completion.text)
+            if result.outcome == "unmatched":  # one retry with the error and nearest match
+                messages += [{"role": "assistant", "content": completion.text},
+                             {"role": "user",
+                              "content": self.prompts.retry_unmatched(result.message)}]
+                child.prompt += f"\n\n[user]\n{messages[-1]['content']}"
+                completion = await self._complete(messages, seed + 1, child)
+                result = self._apply(kind, parent.code, completion.text)
+        except LLMError as exc:
+            child.outcome = f"llm_error:{exc.kind}"
+            child.message = str(exc)
+            return child
+        child.outcome = result.outcome
+        child.message = result.message
+        if result.outcome == "applied" and result.code is not None:
+            child.code = result.code
+            child.edit = diff_summary(parent.code, result.code)
+        else:
+            child.edit = result.message
+        return child
+
+    async def _complete(self, messages: list[dict[str, str]], seed: int,
+                        child: Child) -> Completion:
+        completion = await self.client.complete(messages, temperature=self.config.temperature,
+                                                max_tokens=self.config.max_tokens, seed=seed)
+        child.response += ("\n\n[retry]\n" if child.response else "") + completion.text
+        child.prompt_tokens += completion.prompt_tokens
+        child.completion_tokens += completion.completion_tokens
+        child.cost += completion.cost
+        child.latency_s += completion.latency_s
+        return completion
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    @staticmethod
+    def _apply(kind: str, code: str, reply: str) -> EditResult:
+        if kind == "diff":
+            return apply_search_replace(code, reply)
+        return apply_full_rewrite(code, reply)
