@@ -123,6 +123,22 @@ class EditProbabilities:
 
 
 LLM_PROVIDERS = ("auto", "gp", "openai")
+ENSEMBLE_STRATEGIES = ("fixed", "ucb")
+
+
+@dataclass
+class ModelConfig:
+    """One member of a model ensemble; unset fields fall back to the ``llm.*`` ones."""
+
+    model: str = MISSING
+    weight: float = 1.0  # the fixed-weight probability (normalised); the UCB prior otherwise
+    base_url: str | None = None
+    api_key_env: str | None = None
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+
+    def validate(self) -> None:
+        _require(self.weight >= 0, f"llm.models.{self.model}.weight", "must be >= 0")
 
 
 @dataclass
@@ -146,6 +162,13 @@ class LLMConfig:
     price_output_per_mtok: float | None = None
     edit_probabilities: EditProbabilities = field(default_factory=EditProbabilities)
     templates_dir: str | None = None  # a folder of Jinja2 templates overriding the built-in
+    # Ensembles: several models; empty means the single model above.
+    models: list[ModelConfig] = field(default_factory=list)
+    ensemble: str = "fixed"  # fixed (by weight) | ucb (a bandit rewarded by improvement)
+    ucb_exploration: float = 1.0  # the UCB exploration constant
+    cost_penalty: float = 0.0  # reward = improvement - cost_penalty * dollars spent
+    # Exact replay: a recorded run's folder (or database URL); no model is called.
+    replay: str | None = None
     gp: GPConfig = field(default_factory=GPConfig)
 
     def validate(self) -> None:
@@ -161,6 +184,13 @@ class LLMConfig:
         for key in ("price_input_per_mtok", "price_output_per_mtok"):
             value = getattr(self, key)
             _require(value is None or value >= 0, f"llm.{key}", "must be >= 0")
+        _require(self.ensemble in ENSEMBLE_STRATEGIES, "llm.ensemble",
+                 f"unknown strategy {self.ensemble!r}; choose fixed or ucb")
+        _require(self.ucb_exploration >= 0, "llm.ucb_exploration", "must be >= 0")
+        _require(self.cost_penalty >= 0, "llm.cost_penalty", "must be >= 0")
+        if self.models:
+            _require(sum(m.weight for m in self.models) > 0, "llm.models",
+                     "at least one weight must be > 0")
 
 
 @dataclass
