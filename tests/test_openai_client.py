@@ -7,6 +7,7 @@ here); every call below goes over a real socket on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from evoengine.llm.openai_client import (  # noqa: E402
     OpenAIClient,
     _retry_after,
 )
+from evoengine.llm.retry import MAX_BACKOFF_S, backoff_delay
 from evoengine.llm.scripted_server import (  # noqa: E402
     ScriptedServer,
     drop,
@@ -319,10 +321,10 @@ def test_retry_after_parsing_and_cap() -> None:
     assert _retry_after({"retry-after-ms": "250"}) == 0.25
     assert _retry_after({"retry-after": "soon"}) is None
     assert _retry_after({}) is None
-    with ScriptedServer([]) as server:
-        client = OpenAIClient(make_config(server))
-        assert client._delay(0, 10_000.0) == RETRY_AFTER_CAP_S
-        asyncio.run(client.close())
+    rng = random.Random(0)
+    assert backoff_delay(0, 1.0, 10_000.0, rng) == RETRY_AFTER_CAP_S  # capped
+    assert 4.0 <= backoff_delay(2, 1.0, None, rng) <= 5.0  # 1 s doubled twice, + jitter
+    assert backoff_delay(30, 1.0, None, rng) <= MAX_BACKOFF_S * 1.25
 
 
 def test_openai_is_imported_lazily() -> None:

@@ -3,7 +3,8 @@
 ``programs`` holds every program the run made (evaluated or not: a failed child is a
 row with ``valid`` false and no score); ``evaluations`` holds each sandbox run of a
 program on a split; ``mutation_calls`` holds every proposal, including the ones that
-produced nothing to evaluate. Migrated elites and the seed's copies on other islands
+produced nothing to evaluate; ``llm_calls`` holds every model request and its answer
+(or error), which ``llm.replay`` plays back. Migrated elites and the seed's copies on other islands
 are ``programs`` rows too, so replaying the rows in id order rebuilds the archive.
 """
 
@@ -109,3 +110,33 @@ class MutationCall(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_mutation_calls_run_step", "run_id", "step"),)
+
+
+class LLMCall(Base):
+    """One model request and what came back: the record ``llm.replay`` plays back.
+
+    ``request`` is what was asked (model, messages, temperature, max_tokens, seed);
+    ``request_hash`` is the sha256 of its canonical JSON. ``session`` counts the
+    ``evo run`` (0) and each ``evo resume`` after it: a killed run leaves the calls of
+    its unfinished step behind, and the session that re-asks the step supersedes them.
+    """
+
+    __tablename__ = "llm_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    session: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int | None] = mapped_column(Integer)  # None: made outside a step
+    model: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response: Mapped[str] = mapped_column(Text, default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    error_kind: Mapped[str | None] = mapped_column(String(32))  # an LLMError's kind
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_llm_calls_run_hash", "run_id", "request_hash"),)

@@ -14,8 +14,17 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 
-from evoengine.archive.models import Base, Evaluation, MutationCall, Program, Run, utcnow
+from evoengine.archive.models import (
+    Base,
+    Evaluation,
+    LLMCall,
+    MutationCall,
+    Program,
+    Run,
+    utcnow,
+)
 from evoengine.archive.records import ProgramRecord, cell_from_text, cell_to_text
 from evoengine.evaluation.result import EvaluationResult
 from evoengine.mutation.types import Child
@@ -63,10 +72,12 @@ _PROGRAMS = Program.__table__
 _EVALUATIONS = Evaluation.__table__
 _MUTATION_CALLS = MutationCall.__table__
 _RUNS = Run.__table__
+_LLM_CALLS = LLMCall.__table__
 # Built once: values travel as bound parameters, so SQLAlchemy compiles each once.
 _INSERT_PROGRAM = insert(_PROGRAMS)
 _INSERT_EVALUATION = insert(_EVALUATIONS)
 _INSERT_MUTATION_CALL = insert(_MUTATION_CALLS)
+_INSERT_LLM_CALL = insert(_LLM_CALLS)
 _UPDATE_RUN_PROGRESS = update(_RUNS).where(_RUNS.c.id == bindparam("run_id_")).values(
     elapsed_s=bindparam("elapsed_s"), cost=bindparam("cost"))
 
@@ -146,6 +157,13 @@ class ArchiveStore:
             conn.execute(_UPDATE_RUN_PROGRESS,
                          dict(run_id_=self.run_id, elapsed_s=elapsed_s, cost=cost))
 
+    def record_llm_call(self, values: dict[str, Any]) -> None:
+        """Store one model call at once, in its own transaction (not the step's: a call
+        of a step that never finishes is kept too, and superseded by ``session``)."""
+        with self.engine.begin() as conn:
+            conn.execute(_INSERT_LLM_CALL, dict(values, run_id=self.run_id,
+                                                created_at=utcnow()))
+
     def set_validation_score(self, program_id: int, result: EvaluationResult) -> None:
         with self.engine.begin() as conn:
             self._insert_evaluation(conn, program_id, result, "validation")
@@ -193,12 +211,45 @@ class ArchiveStore:
                 values["cell"] = cell_from_text(values["cell"])
                 yield ProgramRecord(**values)
 
+    def iter_model_calls(self) -> Iterator[tuple[str, float | None, float | None, float, str]]:
+        """``(model, parent score, child score, cost, outcome)`` of every mutation call, in
+        the order they were written (the order the controller told them), for rebuilding
+        an ensemble's bandit on resume. The child score is None unless the child was
+        evaluated (outcome ``applied``) and is valid."""
+        parent, child = aliased(Program), aliased(Program)
+        query = (select(MutationCall.model, parent.score, child.score, child.valid,
+                        MutationCall.cost, MutationCall.outcome)
+                 .join(parent, parent.id == MutationCall.parent_id)
+                 .outerjoin(child, child.id == MutationCall.program_id)
+                 .where(MutationCall.run_id == self.run_id).order_by(MutationCall.id))
+        with self.engine.connect() as conn:
+            rows = conn.execution_options(yield_per=5000).execute(query)
+            for model, parent_score, child_score, valid, cost, outcome in rows:
+                evaluated = outcome == "applied" and bool(valid)
+                yield (model, parent_score, child_score if evaluated else None,
+                       float(cost or 0.0), outcome)
+
     def last_step(self) -> int:
         """The highest step recorded (by a program or a mutation call); -1 if none."""
         with self.engine.connect() as conn:
             a = conn.execute(select(func.max(MutationCall.step)).where(
                 MutationCall.run_id == self.run_id)).scalar()
         return -1 if a is None else int(a)
+
+    def next_llm_session(self) -> int:
+        """The ``llm_calls.session`` of a run (0) or of its next resume (one more)."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(LLMCall.session)).where(
+                LLMCall.run_id == self.run_id)).scalar()
+        return 0 if last is None else int(last) + 1
+
+    def llm_calls(self, request_hash: str) -> list[dict[str, Any]]:
+        """The recorded calls of one request, in the order they were made."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_LLM_CALLS).where(
+                LLMCall.run_id == self.run_id, LLMCall.request_hash == request_hash
+            ).order_by(LLMCall.id)).all()
+        return [dict(row._mapping) for row in rows]
 
     def count_evaluations(self) -> int:
         with self.engine.connect() as conn:

@@ -122,7 +122,7 @@ class EditProbabilities:
         _require(sum(vars(self).values()) > 0, "llm.edit_probabilities", "one must be > 0")
 
 
-LLM_PROVIDERS = ("auto", "gp", "openai")
+LLM_PROVIDERS = ("auto", "gp", "openai", "litellm")
 ENSEMBLE_STRATEGIES = ("fixed", "ucb")
 
 
@@ -131,7 +131,7 @@ class ModelConfig:
     """One member of a model ensemble; unset fields fall back to the ``llm.*`` ones."""
 
     model: str = MISSING
-    weight: float = 1.0  # the fixed-weight probability (normalised); the UCB prior otherwise
+    weight: float = 1.0  # fixed: the draw probability (normalised); 0: never chosen
     base_url: str | None = None
     api_key_env: str | None = None
     price_input_per_mtok: float | None = None
@@ -149,7 +149,7 @@ class LLMConfig:
     by ``api_key_env`` holds a key, and the offline GP mutator otherwise.
     """
 
-    provider: str = "auto"  # auto | gp | openai
+    provider: str = "auto"  # auto | gp | openai | litellm
     model: str = "gpt-4o-mini"
     base_url: str | None = None  # any OpenAI-compatible server: vLLM, Ollama, LM Studio
     api_key_env: str = "OPENAI_API_KEY"  # the variable that holds the key (never the key)
@@ -191,6 +191,10 @@ class LLMConfig:
         if self.models:
             _require(sum(m.weight for m in self.models) > 0, "llm.models",
                      "at least one weight must be > 0")
+            names = [m.model for m in self.models]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            _require(not twice, "llm.models", f"{', '.join(twice)} listed twice; each model "
+                     "may appear once (the archive tells the models apart by name)")
 
 
 @dataclass

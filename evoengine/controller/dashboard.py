@@ -16,6 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from evoengine.controller.stats import RunStats
+from evoengine.llm.ensemble import describe_arms
 
 
 def render(stats: RunStats) -> Panel:
@@ -46,6 +47,9 @@ def render(stats: RunStats) -> Panel:
     for program_id, score, island, operator in list(stats.top):
         top.add_row(str(program_id), f"{score:.4f}", str(island), operator)
     parts = [header, progress, summary, top]
+    models = list(stats.models)
+    if models:
+        parts.append(f"models: {describe_arms(models)}")
     if stats.message:
         parts.append(stats.message)
     return Panel(Group(*parts), title="evoengine", border_style="blue")
@@ -84,3 +88,6 @@ class Dashboard:
                  tb: TracebackType | None) -> None:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
+        elif self.mode == "plain" and self.stats.models:  # the final state of the bandit
+            print(f"models: {describe_arms(list(self.stats.models))}", file=sys.stdout,
+                  flush=True)

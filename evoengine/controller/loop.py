@@ -20,12 +20,14 @@ from evoengine.archive.store import StepRecord
 from evoengine.controller.setup import RunContext
 from evoengine.controller.stats import RunStats
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
+from evoengine.llm.recording import set_call_step
 from evoengine.mutation.evolve_block import EvolveBlockError, check_edit_confined
 from evoengine.mutation.types import Child
 
 STOPPED_BY_USER = "stopped by user"
-# A bad key or an unknown model will not get better by asking again.
-FATAL_MODEL_ERRORS = ("llm_error:auth", "llm_error:model")
+# A bad key or an unknown model will not get better by asking again; nor will a replay
+# whose recording has no answer (the config or code changed since it was recorded).
+FATAL_MODEL_ERRORS = ("llm_error:auth", "llm_error:model", "llm_error:replay")
 
 
 class RunError(RuntimeError):
@@ -131,6 +133,7 @@ class Controller:
 
     async def _produce(self, work: Work) -> StepOutcome:
         """Mutate, check, evaluate: everything of a step except writing it down."""
+        set_call_step(work.step)  # tags this task's model calls (llm_calls.step)
         async with self._llm_slots:
             child = await self.ctx.mutator.propose(
                 work.parent.view(), [p.view() for p in work.inspirations],
@@ -180,6 +183,7 @@ class Controller:
                        child=child, program=program,
                        evaluation=outcome.evaluation if outcome.outcome == "applied" else None),
             elapsed_s=self.elapsed_s, cost=self.stats.cost)
+        self._observe(work, outcome, program)
         if program is not None:
             evaluated = outcome.outcome == "applied"
             self.ctx.archive.add(program, evaluated=evaluated)
@@ -203,6 +207,18 @@ class Controller:
         if self.on_step is not None:
             self.on_step()
 
+    def _observe(self, work: Work, outcome: StepOutcome, program: ProgramRecord | None
+                 ) -> None:
+        """Tell a mutator that learns from results (a model ensemble's bandit) how the
+        written step went: the child's score only if it was evaluated and is valid."""
+        observe = getattr(self.ctx.mutator, "observe", None)
+        if observe is None or outcome.child is None:
+            return
+        child_score = None
+        if outcome.outcome == "applied" and program is not None and program.valid:
+            child_score = program.score
+        observe(outcome.child, outcome.outcome, work.parent.score, child_score)
+
     def _migrate(self) -> None:
         copies = self.ctx.archive.plan_migration()
         self.ctx.store.add_programs([(c, None) for c in copies])
@@ -222,3 +238,6 @@ class Controller:
             distinct.setdefault(program.code_hash, program)
         ranked = list(distinct.values())[:5]
         self.stats.top = [(p.id, p.score or 0.0, p.island, p.operator) for p in ranked]
+        ensemble = getattr(self.ctx.mutator, "ensemble", None)
+        if ensemble is not None and len(ensemble) > 1:
+            self.stats.models = ensemble.summary()

@@ -20,6 +20,7 @@ from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
 from evoengine.evaluation.sandbox.factory import make_backend
 from evoengine.llm.factory import make_mutator
+from evoengine.llm.recording import CallLog
 from evoengine.mutation.types import Mutator
 
 ARCHIVE_FILE = "archive.db"
@@ -63,15 +64,18 @@ class _Parts:
     mutator: Mutator
     mutator_note: str
     space: FeatureSpace
+    call_log: CallLog  # model calls go to the run's llm_calls once its store exists
 
     @classmethod
     def build(cls, config: RunConfig) -> _Parts:
         problem = Problem(config.problem)
-        mutator, note = make_mutator(config.llm, config.problem)
-        return cls(problem, mutator, note, feature_space(config))
+        call_log = CallLog()
+        mutator, note = make_mutator(config.llm, config.problem, call_log)
+        return cls(problem, mutator, note, feature_space(config), call_log)
 
     def assemble(self, config: RunConfig, run_dir: Path, db_url: str, store: ArchiveStore,
                  next_step: int) -> RunContext:
+        self.call_log.bind(store)
         backend, sandbox_note = make_backend(config.sandbox)
         return RunContext(
             config=config, run_dir=run_dir, db_url=db_url, store=store,
@@ -126,6 +130,11 @@ def reopen_run(run_dir: Path, overrides: list[str]) -> RunContext:
     context = parts.assemble(config, Path(run_dir), db_url, store,
                              next_step=store.last_step() + 1)
     context.archive.rebuild(store.iter_programs())
+    ensemble = getattr(context.mutator, "ensemble", None)
+    if ensemble is not None and len(ensemble) > 1:  # rebuilt from the stored calls
+        calls = ensemble.from_history(store.iter_model_calls())
+        context.notes.append(f"ensemble rebuilt from {calls} stored calls: "
+                             f"{ensemble.describe()}")
     context.prior_elapsed_s = run.elapsed_s
     context.prior_cost = run.cost
     return context

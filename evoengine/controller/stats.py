@@ -25,6 +25,8 @@ class RunStats:
     cost: float = 0.0
     started: float = field(default_factory=time.monotonic)
     top: list[tuple[int, float, int, str]] = field(default_factory=list)  # id, score, island, op
+    # a model ensemble's (model, pulls, mean reward) per member; empty for one model
+    models: list[tuple[str, int, float]] = field(default_factory=list)
     message: str = ""
 
     @property

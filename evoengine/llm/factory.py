@@ -5,18 +5,46 @@ from __future__ import annotations
 import os
 
 from evoengine.config.schema import LLMConfig, ProblemConfig
+from evoengine.llm.ensemble import build_ensemble, member_configs
+from evoengine.llm.recording import CallLog, RecordingClient, ReplayClient, replay_label
+from evoengine.llm.types import LLMClient, LLMError
 from evoengine.mutation.gp_mutator import GPMutator
 from evoengine.mutation.types import Mutator
 
 
 def model_configured(config: LLMConfig) -> bool:
-    """Whether ``llm=auto`` should use a model: a base URL, or a key in the environment."""
-    return bool(config.base_url) or bool(os.environ.get(config.api_key_env))
+    """Whether ``llm=auto`` should use a model: a base URL, or a key in the environment
+    (for ``llm.model``, or for any ``llm.models`` entry)."""
+    return any(bool(member.base_url) or bool(os.environ.get(member.api_key_env))
+               for member, _ in member_configs(config))
 
 
-def make_mutator(config: LLMConfig, problem: ProblemConfig) -> tuple[Mutator, str]:
+def model_client(config: LLMConfig, call_log: CallLog | None = None) -> LLMClient:
+    """The client for ``config.model``: the recorded answers when ``llm.replay`` is set
+    (no model is called), else litellm (``llm=litellm``) or the OpenAI-compatible
+    server; with ``call_log``, every call is recorded in the run's ``llm_calls``."""
+    if config.replay:
+        client: LLMClient = ReplayClient(config.replay, config.model)
+    elif config.provider == "litellm":
+        from evoengine.llm.litellm_client import LiteLLMClient
+
+        client = LiteLLMClient(config)
+    else:
+        from evoengine.llm.openai_client import OpenAIClient
+
+        client = OpenAIClient(config)
+    return client if call_log is None else RecordingClient(client, call_log)
+
+
+def make_mutator(config: LLMConfig, problem: ProblemConfig,
+                 call_log: CallLog | None = None) -> tuple[Mutator, str]:
     """Return the mutator and the one line the run prints about it."""
     provider = config.provider
+    if config.replay:  # the recorded answers stand in for the model, whatever llm= says
+        if provider == "gp":
+            raise LLMError("replay", "llm.replay plays back a model's recorded answers and "
+                           "llm=gp asks no model; use llm=auto or llm=openai")
+        provider = "litellm" if provider == "litellm" else "openai"
     if provider == "auto":
         provider = "openai" if model_configured(config) else "gp"
         if provider == "gp":
@@ -27,11 +55,14 @@ def make_mutator(config: LLMConfig, problem: ProblemConfig) -> tuple[Mutator, st
     if provider == "gp":
         return (GPMutator(config.gp, [list(group) for group in problem.gp_vocabulary]),
                 "mutator: offline GP (llm=gp)")
-    from evoengine.llm.openai_client import OpenAIClient
     from evoengine.mutation.llm_mutator import LLMMutator
     from evoengine.mutation.prompts import PromptBuilder
 
-    client = OpenAIClient(config)
+    # one client per llm.models entry (llm.model alone when the list is empty)
+    ensemble = build_ensemble(config, lambda member: model_client(member, call_log))
     prompts = PromptBuilder(problem.name, problem.description, config.templates_dir)
-    where = config.base_url or "api.openai.com"
-    return LLMMutator(client, config, prompts), f"mutator: {config.model} at {where} (openai)"
+    if config.replay:
+        note = f"mutator: replay of {replay_label(config.replay)} (no model is called)"
+    else:
+        note = f"mutator: {ensemble.announcement()} ({provider})"
+    return LLMMutator(ensemble, config, prompts), note

@@ -55,22 +55,16 @@ import time
 from typing import Any
 
 from evoengine.config.schema import LLMConfig
+from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
+from evoengine.llm.retry import one_line as _one_line
 from evoengine.llm.types import Completion, LLMError
 
 log = logging.getLogger(__name__)
 
 PLACEHOLDER_API_KEY = "not-needed"  # sent to a base_url server when no key is set
-MAX_BACKOFF_S = 60.0
-RETRY_AFTER_CAP_S = 60.0
-_JITTER = 0.25
-_MESSAGE_LIMIT = 300
+__all__ = ["MAX_BACKOFF_S", "PLACEHOLDER_API_KEY", "RETRY_AFTER_CAP_S", "OpenAIClient"]
 _MODEL_MISSING = re.compile(r"model\b.*\b(not found|does not exist|not exist)", re.I)
 _ADAPTABLE = ("max_tokens", "temperature", "seed")
-
-
-def _one_line(text: object, limit: int = _MESSAGE_LIMIT) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -106,19 +100,6 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _Failure(Exception):
-    """One failed attempt, classified."""
-
-    def __init__(self, kind: str, message: str, *, retry: bool,
-                 retry_after: float | None = None, adapt: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retry = retry
-        self.retry_after = retry_after
-        self.adapt = adapt
-
-
 class OpenAIClient:
     """Chat completions through ``openai.AsyncOpenAI`` with the engine's retry policy."""
 
@@ -150,38 +131,15 @@ class OpenAIClient:
     async def complete(self, messages: list[dict[str, str]], *, temperature: float,
                        max_tokens: int, seed: int | None = None) -> Completion:
         start = time.perf_counter()
-        retries = 0
-        malformed_retried = False
-        while True:
-            try:
-                text, prompt_tokens, completion_tokens = await self._attempt(
-                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed)
-            except _Failure as failure:
-                if failure.adapt is not None and failure.adapt not in self._adapted:
-                    self._adapted.add(failure.adapt)
-                    log.info("model %s: %s unsupported; adapting the request",
-                             self.model, failure.adapt)
-                    continue
-                can_retry = failure.retry and retries < self.config.max_retries
-                if failure.kind == "malformed":
-                    can_retry = can_retry and not malformed_retried
-                    malformed_retried = True
-                if not can_retry:
-                    attempts = retries + 1
-                    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
-                    raise LLMError(failure.kind, _one_line(failure.message + suffix)) from None
-                delay = self._delay(retries, failure.retry_after)
-                retries += 1
-                log.debug("model %s: %s (%s); retry %d/%d in %.2fs", self.model,
-                          failure.kind, failure.message, retries, self.config.max_retries,
-                          delay)
-                await asyncio.sleep(delay)
-                continue
-            return Completion(
-                text=text, model=self.model, prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                latency_s=time.perf_counter() - start,
-                cost=self._cost(prompt_tokens, completion_tokens))
+        text, prompt_tokens, completion_tokens = await call_with_retries(
+            lambda: self._attempt(messages, temperature=temperature, max_tokens=max_tokens,
+                                  seed=seed),
+            model=self.model, max_retries=self.config.max_retries,
+            backoff_s=self.config.backoff_s, rng=self._rng, adapted=self._adapted)
+        return Completion(
+            text=text, model=self.model, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, latency_s=time.perf_counter() - start,
+            cost=self._cost(prompt_tokens, completion_tokens))
 
     async def close(self) -> None:
         if not self._closed:
@@ -222,34 +180,34 @@ class OpenAIClient:
                 self._client.chat.completions.create(**kwargs, timeout=timeout),
                 timeout=timeout)
         except (asyncio.TimeoutError, openai.APITimeoutError):
-            raise _Failure("timeout", f"no reply from {self.base_url} within "
+            raise Failure("timeout", f"no reply from {self.base_url} within "
                            f"llm.timeout_s={timeout:g}s", retry=True) from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc.__context__
             detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            raise _Failure("connection", f"could not reach {self.base_url} ({detail})",
+            raise Failure("connection", f"could not reach {self.base_url} ({detail})",
                            retry=True) from None
         except openai.APIStatusError as exc:
             raise self._status_failure(exc) from None
         except openai.APIResponseValidationError as exc:
-            raise _Failure("malformed", f"unusable reply from {self.base_url}: "
+            raise Failure("malformed", f"unusable reply from {self.base_url}: "
                            f"{exc.message}", retry=True) from None
         except ValueError as exc:  # an invalid JSON body (json.JSONDecodeError)
-            raise _Failure("malformed", f"reply from {self.base_url} is not valid JSON "
+            raise Failure("malformed", f"reply from {self.base_url} is not valid JSON "
                            f"({exc})", retry=True) from None
         except openai.OpenAIError as exc:
-            raise _Failure("server", f"{type(exc).__name__} from {self.base_url}: {exc}",
+            raise Failure("server", f"{type(exc).__name__} from {self.base_url}: {exc}",
                            retry=False) from None
         return self._parse(response)
 
     def _parse(self, response: Any) -> tuple[str, int, int]:
         where = f"reply from {self.base_url}"
         if isinstance(response, (str, bytes)):
-            raise _Failure("malformed", f"{where} is not JSON: {_one_line(response, 80)!r}",
+            raise Failure("malformed", f"{where} is not JSON: {_one_line(response, 80)!r}",
                            retry=True)
         choices = _field(response, "choices")
         if not choices or not isinstance(choices, (list, tuple)):
-            raise _Failure("malformed", f"{where} has no choices", retry=True)
+            raise Failure("malformed", f"{where} has no choices", retry=True)
         message = _field(choices[0], "message")
         content = _field(message, "content") if message is not None else None
         if not isinstance(content, str):
@@ -257,7 +215,7 @@ class OpenAIClient:
             reason = _field(choices[0], "finish_reason")
             detail = f"; the model refused: {refusal}" if refusal else (
                 f" (finish_reason={reason})" if reason else "")
-            raise _Failure("malformed", f"{where} has no message content{detail}",
+            raise Failure("malformed", f"{where} has no message content{detail}",
                            retry=True)
         usage = _field(response, "usage")
         return content, self._tokens(usage, "prompt_tokens"), self._tokens(
@@ -272,7 +230,7 @@ class OpenAIClient:
         except (TypeError, ValueError):
             return 0
 
-    def _status_failure(self, exc: Any) -> _Failure:
+    def _status_failure(self, exc: Any) -> Failure:
         status = int(exc.status_code)
         body = exc.body
         detail = _field(body, "message") if isinstance(body, dict) else None
@@ -289,35 +247,29 @@ class OpenAIClient:
                         f"set ${env}")
             else:
                 text = f"the server rejected the API key at {where}; check ${env}"
-            return _Failure("auth", text, retry=False)
+            return Failure("auth", text, retry=False)
         if status == 404 or code == "model_not_found" or (
                 status < 500 and _MODEL_MISSING.search(str(detail))):
-            return _Failure("model", f"unknown model {self.model!r} at {self.base_url}; "
+            return Failure("model", f"unknown model {self.model!r} at {self.base_url}; "
                             f"check llm.model (HTTP {status}: {detail})", retry=False)
         if status == 429:
             if code == "insufficient_quota":
-                return _Failure("rate_limit", f"quota exhausted at {where}: {detail}; "
+                return Failure("rate_limit", f"quota exhausted at {where}: {detail}; "
                                 "check the account's plan and billing", retry=False)
-            return _Failure("rate_limit", f"rate limited by {where}: {detail}", retry=True,
+            return Failure("rate_limit", f"rate limited by {where}: {detail}", retry=True,
                             retry_after=_retry_after(exc.response.headers))
         if status >= 500:
-            return _Failure("server", f"server error from {where}: {detail}", retry=True,
+            return Failure("server", f"server error from {where}: {detail}", retry=True,
                             retry_after=_retry_after(exc.response.headers))
         if status == 408:
-            return _Failure("timeout", f"request timed out at {where}: {detail}",
+            return Failure("timeout", f"request timed out at {where}: {detail}",
                             retry=True, retry_after=_retry_after(exc.response.headers))
         if status == 400 and param in _ADAPTABLE and code.startswith("unsupported"):
-            return _Failure("bad_request", f"{where}: {detail}", retry=False, adapt=param)
-        return _Failure("bad_request", f"the server rejected the request at {where}: "
+            return Failure("bad_request", f"{where}: {detail}", retry=False, adapt=param)
+        return Failure("bad_request", f"the server rejected the request at {where}: "
                         f"{detail}", retry=False)
 
     # -- accounting and pacing ------------------------------------------------------
-
-    def _delay(self, retries: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, RETRY_AFTER_CAP_S)
-        base = min(self.config.backoff_s * (2 ** retries), MAX_BACKOFF_S)
-        return base * (1.0 + _JITTER * self._rng.random())
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         price_in = self.config.price_input_per_mtok or 0.0

@@ -10,7 +10,8 @@ class LLMError(RuntimeError):
     """A model call failed for good (after retries, where retrying makes sense).
 
     ``kind`` is one of: auth, model (unknown model), rate_limit, server, connection,
-    timeout, malformed (a reply the client cannot use), bad_request.
+    timeout, malformed (a reply the client cannot use), bad_request, replay (``llm.replay``
+    has no recorded answer, or cannot read its recording).
     """
 
     def __init__(self, kind: str, message: str) -> None:

@@ -8,6 +8,10 @@ comes back as a ``Child`` (only ``applied`` ones are evaluated), carrying the pr
 the replies, tokens, latency and cost, so the archive records all of it. A model call
 that fails for good (after the client's retries) is an ``llm_error`` outcome: the run
 goes on.
+
+Several models: the mutator holds a :class:`~evoengine.llm.ensemble.ModelEnsemble`
+(one model is an ensemble of one) that picks the client of each proposal; the
+controller reports each step's result back through :meth:`LLMMutator.observe`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import random
 
 from evoengine.config.schema import LLMConfig
+from evoengine.llm.ensemble import ModelCall, ModelEnsemble
 from evoengine.llm.types import Completion, LLMClient, LLMError
 from evoengine.mutation.edits import (
     EditResult,
@@ -27,10 +32,12 @@ from evoengine.mutation.types import Child, ParentView
 
 
 class LLMMutator:
-    """Mutator backed by one ``LLMClient``."""
+    """Mutator backed by one ``LLMClient`` or a ``ModelEnsemble`` of them."""
 
-    def __init__(self, client: LLMClient, config: LLMConfig, prompts: PromptBuilder) -> None:
-        self.client = client
+    def __init__(self, client: LLMClient | ModelEnsemble, config: LLMConfig,
+                 prompts: PromptBuilder) -> None:
+        self.ensemble = (client if isinstance(client, ModelEnsemble)
+                         else ModelEnsemble.of_one(client))
         self.config = config
         self.prompts = prompts
         weights = config.edit_probabilities
@@ -39,7 +46,19 @@ class LLMMutator:
 
     @property
     def name(self) -> str:
-        return self.client.model
+        return self.ensemble.name
+
+    @property
+    def client(self) -> LLMClient:
+        """The first model's client (the only one without an ensemble)."""
+        return self.ensemble.members[0].client
+
+    def observe(self, child: Child, outcome: str, parent_score: float | None,
+                child_score: float | None) -> None:
+        """Learn from a written step: ``outcome`` as recorded, ``child_score`` only
+        when the child was evaluated and is valid."""
+        self.ensemble.observe(ModelCall(child.model, parent_score, child_score, child.cost,
+                                        outcome))
 
     def _choose_kind(self, parent: ParentView, inspirations: list[ParentView],
                      rng: random.Random) -> tuple[str, ParentView | None]:
@@ -53,22 +72,23 @@ class LLMMutator:
 
     async def propose(self, parent: ParentView, inspirations: list[ParentView],
                       feedback: str, rng: random.Random) -> Child | None:
+        member = self.ensemble.members[self.ensemble.choose(rng)]
         kind, second = self._choose_kind(parent, inspirations, rng)
         prompt = self.prompts.build(kind, parent, inspirations, feedback, second)
         messages = prompt.messages()
-        child = Child(code="", operator=f"llm:{kind}", model=self.client.model,
+        child = Child(code="", operator=f"llm:{kind}", model=member.name,
                       prompt=prompt.as_text(),
                       second_parent_id=second.program_id if second else None)
         seed = rng.randrange(2**31)
         try:
-            completion = await self._complete(messages, seed, child)
+            completion = await self._complete(member.client, messages, seed, child)
             result = self._apply(kind, parent.code, completion.text)
             if result.outcome == "unmatched":  # one retry with the error and nearest match
                 messages += [{"role": "assistant", "content": completion.text},
                              {"role": "user",
                               "content": self.prompts.retry_unmatched(result.message)}]
                 child.prompt += f"\n\n[user]\n{messages[-1]['content']}"
-                completion = await self._complete(messages, seed + 1, child)
+                completion = await self._complete(member.client, messages, seed + 1, child)
                 result = self._apply(kind, parent.code, completion.text)
         except LLMError as exc:
             child.outcome = f"llm_error:{exc.kind}"
@@ -83,10 +103,10 @@ class LLMMutator:
             child.edit = result.message
         return child
 
-    async def _complete(self, messages: list[dict[str, str]], seed: int,
+    async def _complete(self, client: LLMClient, messages: list[dict[str, str]], seed: int,
                         child: Child) -> Completion:
-        completion = await self.client.complete(messages, temperature=self.config.temperature,
-                                                max_tokens=self.config.max_tokens, seed=seed)
+        completion = await client.complete(messages, temperature=self.config.temperature,
+                                           max_tokens=self.config.max_tokens, seed=seed)
         child.response += ("\n\n[retry]\n" if child.response else "") + completion.text
         child.prompt_tokens += completion.prompt_tokens
         child.completion_tokens += completion.completion_tokens
@@ -95,7 +115,7 @@ class LLMMutator:
         return completion
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.ensemble.close()
 
     @staticmethod
     def _apply(kind: str, code: str, reply: str) -> EditResult:
