@@ -122,7 +122,7 @@ class EditProbabilities:
         _require(sum(vars(self).values()) > 0, "llm.edit_probabilities", "one must be > 0")
 
 
-LLM_PROVIDERS = ("auto", "gp", "openai", "litellm")
+LLM_PROVIDERS = ("auto", "gp", "openai", "litellm", "vllm")
 ENSEMBLE_STRATEGIES = ("fixed", "ucb")
 
 
@@ -149,7 +149,7 @@ class LLMConfig:
     by ``api_key_env`` holds a key, and the offline GP mutator otherwise.
     """
 
-    provider: str = "auto"  # auto | gp | openai | litellm
+    provider: str = "auto"  # auto | gp | openai | litellm | vllm
     model: str = "gpt-4o-mini"
     base_url: str | None = None  # any OpenAI-compatible server: vLLM, Ollama, LM Studio
     api_key_env: str = "OPENAI_API_KEY"  # the variable that holds the key (never the key)
@@ -169,6 +169,11 @@ class LLMConfig:
     cost_penalty: float = 0.0  # reward = improvement - cost_penalty * dollars spent
     # Exact replay: a recorded run's folder (or database URL); no model is called.
     replay: str | None = None
+    # llm=vllm: an in-process vllm.LLM on the local model path in llm.model.
+    vllm_batch_size: int = 8  # proposals sampled together in one generate() call
+    vllm_gpu_memory_utilization: float = 0.85
+    lora_adapters: dict[str, str] = field(default_factory=dict)  # name -> adapter folder
+    lora_adapter: str | None = None  # the adapter (by name) to sample with; None: base
     gp: GPConfig = field(default_factory=GPConfig)
 
     def validate(self) -> None:
@@ -184,6 +189,11 @@ class LLMConfig:
         for key in ("price_input_per_mtok", "price_output_per_mtok"):
             value = getattr(self, key)
             _require(value is None or value >= 0, f"llm.{key}", "must be >= 0")
+        _require(self.vllm_batch_size >= 1, "llm.vllm_batch_size", "must be at least 1")
+        _require(0 < self.vllm_gpu_memory_utilization <= 1,
+                 "llm.vllm_gpu_memory_utilization", "must be within (0, 1]")
+        _require(self.lora_adapter is None or self.lora_adapter in self.lora_adapters,
+                 "llm.lora_adapter", "must name an entry of llm.lora_adapters")
         _require(self.ensemble in ENSEMBLE_STRATEGIES, "llm.ensemble",
                  f"unknown strategy {self.ensemble!r}; choose fixed or ucb")
         _require(self.ucb_exploration >= 0, "llm.ucb_exploration", "must be >= 0")
@@ -278,12 +288,33 @@ class SearchConfig:
         _require(self.top_k >= 1, "search.top_k", "must be at least 1")
 
 
+NOVELTY_BACKENDS = ("auto", "embedding", "text")
+
+
+@dataclass
+class MutationConfig:
+    """Filters applied to a child before it is evaluated."""
+
+    novelty: bool = False  # reject a child nearly identical to a program of its island
+    novelty_threshold: float = 0.95  # similarity (0..1) at or above which it is rejected
+    novelty_backend: str = "auto"  # auto: embeddings when installed, else text similarity
+    novelty_window: int = 200  # compare with at most this many recent programs per island
+
+    def validate(self) -> None:
+        _require(0 < self.novelty_threshold <= 1, "mutation.novelty_threshold",
+                 "must be within (0, 1]")
+        _require(self.novelty_backend in NOVELTY_BACKENDS, "mutation.novelty_backend",
+                 f"unknown backend {self.novelty_backend!r}; choose auto, embedding or text")
+        _require(self.novelty_window >= 1, "mutation.novelty_window", "must be at least 1")
+
+
 @dataclass
 class RunConfig:
     """The whole configuration of ``evo run``."""
 
     problem: ProblemConfig = MISSING
     llm: LLMConfig = field(default_factory=LLMConfig)
+    mutation: MutationConfig = field(default_factory=MutationConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     db: DBConfig = field(default_factory=DBConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
