@@ -57,6 +57,7 @@ def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
                      evaluations=50, session_evaluations=50, best_score=-3.25,
                      best_program_id=17)
     stats.failures["timeout"] = 4
+    stats.cost, stats.prompt_tokens, stats.completion_tokens = 0.0123, 45_000, 6_000
     stats.top = [(17, -3.25, 1, "gp:grow")]
     console = Console(record=True, width=140)
     console.print(render(stats))
@@ -64,3 +65,4 @@ def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
     assert "50/200 evaluations" in text
     assert "-3.2500" in text and "timeout 4" in text and "gp:grow" in text
     assert "eval/s" in text
+    assert "cost $0.0123" in text and "tokens 45,000 in / 6,000 out" in text

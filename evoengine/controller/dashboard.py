@@ -40,7 +40,8 @@ def render(stats: RunStats) -> Panel:
     summary = Table.grid(padding=(0, 2))
     summary.add_row(f"best score [bold green]{best}[/] (program {stats.best_program_id})",
                     f"failures: {failures or 'none'}", f"not evaluated: {skipped or 'none'}",
-                    f"cost ${stats.cost:.4f}")
+                    f"cost ${stats.cost:.4f}",
+                    f"tokens {stats.prompt_tokens:,} in / {stats.completion_tokens:,} out")
     top = Table(title="top programs", expand=False, show_edge=False)
     for column in ("id", "score", "island", "operator"):
         top.add_column(column)
@@ -82,7 +83,8 @@ class Dashboard:
         best = "—" if self.stats.best_score is None else f"{self.stats.best_score:.4f}"
         print(f"[{self.stats.evaluations}/{self.stats.max_evaluations}] best {best} "
               f"| {self.stats.evaluations_per_second:.2f} eval/s "
-              f"| failures {sum(self.stats.failures.values())}", file=sys.stdout, flush=True)
+              f"| failures {sum(self.stats.failures.values())} | cost ${self.stats.cost:.4f}",
+              file=sys.stdout, flush=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -178,6 +178,8 @@ class Controller:
                                    child)
         if child is not None:
             self.stats.cost += child.cost
+            self.stats.prompt_tokens += child.prompt_tokens
+            self.stats.completion_tokens += child.completion_tokens
         self.ctx.store.record_step(
             StepRecord(step=work.step, parent_id=work.parent.id, outcome=outcome.outcome,
                        child=child, program=program,

@@ -23,6 +23,8 @@ class RunStats:
     best_score: float | None = None
     best_program_id: int | None = None
     cost: float = 0.0
+    prompt_tokens: int = 0  # this session's model tokens
+    completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     top: list[tuple[int, float, int, str]] = field(default_factory=list)  # id, score, island, op
     # a model ensemble's (model, pulls, mean reward) per member; empty for one model
