@@ -21,14 +21,19 @@ def model_configured(config: LLMConfig) -> bool:
 
 def model_client(config: LLMConfig, call_log: CallLog | None = None) -> LLMClient:
     """The client for ``config.model``: the recorded answers when ``llm.replay`` is set
-    (no model is called), else litellm (``llm=litellm``) or the OpenAI-compatible
-    server; with ``call_log``, every call is recorded in the run's ``llm_calls``."""
+    (no model is called), else litellm (``llm=litellm``), an in-process vLLM engine
+    (``llm=vllm``) or the OpenAI-compatible server; with ``call_log``, every call is
+    recorded in the run's ``llm_calls``."""
     if config.replay:
         client: LLMClient = ReplayClient(config.replay, config.model)
     elif config.provider == "litellm":
         from evoengine.llm.litellm_client import LiteLLMClient
 
         client = LiteLLMClient(config)
+    elif config.provider == "vllm":
+        from evoengine.llm.vllm_client import VLLMClient
+
+        client = VLLMClient(config)
     else:
         from evoengine.llm.openai_client import OpenAIClient
 
