@@ -66,6 +66,19 @@ class ProblemConfig:
     features: list[FeatureDimConfig] = field(default_factory=list)
     gp_vocabulary: list[list[str]] = field(default_factory=list)  # interchangeable calls
     preload: list[str] = field(default_factory=lambda: ["numpy"])
+    # Where the candidate runs inside the sandbox. True: in a process of its own,
+    # which the harness calls over a pipe (plain values and numeric numpy arrays
+    # cross, never pickles), so the candidate cannot reach the harness, its
+    # instances or its result: the score reflects what the evolved function does.
+    # The harness sees a module of the candidate's callables; each call costs a
+    # pipe round trip (about 25 us of CPU on a 2-core VM). False: the candidate is
+    # imported into the harness's process, which is faster for harnesses that call
+    # it very often, but then a candidate can replace the harness (patch
+    # harness.run, read the instances, patch numpy) and return any output it likes;
+    # only right for problems whose every feasible output is a legitimate solution
+    # (circle packing: any valid packing counts), never for ones where the output
+    # must come from the evolved function (online bin packing).
+    candidate_process: bool = True
 
     def validate(self) -> None:
         _require(self.timeout_s > 0, "problem.timeout_s", "must be positive")
@@ -297,7 +310,10 @@ class MutationConfig:
 
     novelty: bool = False  # reject a child nearly identical to a program of its island
     novelty_threshold: float = 0.95  # similarity (0..1) at or above which it is rejected
-    novelty_backend: str = "auto"  # auto: embeddings when installed, else text similarity
+    # text (default: character 3-gram similarity, no dependencies) | embedding (MiniLM,
+    # the `novelty` extra; it rates small code edits > 0.97, so use a threshold ~0.99)
+    # | auto (embedding when installed, else text)
+    novelty_backend: str = "text"
     novelty_window: int = 200  # compare with at most this many recent programs per island
 
     def validate(self) -> None:

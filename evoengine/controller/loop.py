@@ -36,7 +36,7 @@ class RunError(RuntimeError):
 
 @dataclass
 class StepOutcome:
-    outcome: str  # applied | noop | duplicate | rejected
+    outcome: str  # applied | noop | duplicate | too_similar | rejected
     child: Child | None
     evaluation: EvaluationResult | None = None
 
@@ -126,9 +126,9 @@ class Controller:
             copy.parent_id = seed.id
             copies.append(copy)
         self.ctx.store.add_programs([(c, None) for c in copies])
-        self.ctx.archive.add(seed, evaluated=True)
+        self._add(seed, evaluated=True)
         for copy in copies:
-            self.ctx.archive.add(copy, evaluated=False)
+            self._add(copy, evaluated=False)
         self.stats.session_evaluations += 1
 
     async def _produce(self, work: Work) -> StepOutcome:
@@ -149,12 +149,35 @@ class Controller:
                 ErrorKind.REJECTED_EDIT, str(exc)))
         if self._is_known(child.code):
             return StepOutcome("duplicate", child)
+        if self._too_similar(work.island, child):
+            return StepOutcome("too_similar", child)
         async with self._eval_slots:
             result = await self.ctx.evaluator.evaluate(child.code)
         return StepOutcome("applied", child, result)
 
     def _is_known(self, code: str) -> bool:
         return code_hash(code) in self.ctx.archive.hashes
+
+    def _too_similar(self, island: int, child: Child) -> bool:
+        """``mutation.novelty``: is the child nearly identical to a recent valid program
+        of its island? If so, say to which in its message and recorded edit."""
+        if self.ctx.novelty is None:
+            return False
+        novel, similarity, similar_id = self.ctx.novelty.check(island, child.code)
+        if novel:
+            return False
+        child.outcome = "too_similar"
+        child.message = (f"too similar to program {similar_id}: similarity {similarity:.4f} "
+                         f">= {self.ctx.novelty.threshold:g} "
+                         f"({self.ctx.novelty.backend.name})")
+        child.edit = f"{child.message}\n{child.edit}" if child.edit else child.message
+        return True
+
+    def _add(self, program: ProgramRecord, evaluated: bool) -> None:
+        """Take a stored program into the archive (and the novelty filter's window)."""
+        self.ctx.archive.add(program, evaluated=evaluated)
+        if self.ctx.novelty is not None:
+            self.ctx.novelty.add_program(program)
 
     def _record(self, code: str, operator: str, model: str, result: EvaluationResult,
                 island: int, parent: ProgramRecord | None = None, step: int | None = None,
@@ -188,7 +211,7 @@ class Controller:
         self._observe(work, outcome, program)
         if program is not None:
             evaluated = outcome.outcome == "applied"
-            self.ctx.archive.add(program, evaluated=evaluated)
+            self._add(program, evaluated=evaluated)
             if evaluated:
                 self.stats.session_evaluations += 1
                 if program.error:
@@ -225,7 +248,7 @@ class Controller:
         copies = self.ctx.archive.plan_migration()
         self.ctx.store.add_programs([(c, None) for c in copies])
         for copy in copies:
-            self.ctx.archive.add(copy, evaluated=False)
+            self._add(copy, evaluated=False)
         self.ctx.archive.finish_migration()
 
     def _refresh_stats(self) -> None:

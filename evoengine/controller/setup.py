@@ -21,6 +21,7 @@ from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
 from evoengine.evaluation.sandbox.factory import make_backend
 from evoengine.llm.factory import make_mutator
 from evoengine.llm.recording import CallLog
+from evoengine.mutation.novelty import NoveltyFilter, make_novelty_filter
 from evoengine.mutation.types import Mutator
 
 ARCHIVE_FILE = "archive.db"
@@ -41,6 +42,7 @@ class RunContext:
     next_step: int
     prior_elapsed_s: float = 0.0
     prior_cost: float = 0.0
+    novelty: NoveltyFilter | None = None  # mutation.novelty: skips near-copies
 
 
 def limits_for(config: RunConfig) -> Limits:
@@ -65,13 +67,17 @@ class _Parts:
     mutator_note: str
     space: FeatureSpace
     call_log: CallLog  # model calls go to the run's llm_calls once its store exists
+    novelty: NoveltyFilter | None
+    novelty_note: str
 
     @classmethod
     def build(cls, config: RunConfig) -> _Parts:
         problem = Problem(config.problem)
         call_log = CallLog()
         mutator, note = make_mutator(config.llm, config.problem, call_log)
-        return cls(problem, mutator, note, feature_space(config), call_log)
+        novelty, novelty_note = make_novelty_filter(config.mutation)
+        return cls(problem, mutator, note, feature_space(config), call_log, novelty,
+                   novelty_note)
 
     def assemble(self, config: RunConfig, run_dir: Path, db_url: str, store: ArchiveStore,
                  next_step: int) -> RunContext:
@@ -81,8 +87,9 @@ class _Parts:
             config=config, run_dir=run_dir, db_url=db_url, store=store,
             archive=Archive(config.search, self.space, config.seed), problem=self.problem,
             evaluator=Evaluator(self.problem, backend, limits_for(config)), backend=backend,
-            mutator=self.mutator, notes=[self.mutator_note, sandbox_note],
-            next_step=next_step)
+            mutator=self.mutator,
+            notes=[n for n in (self.mutator_note, sandbox_note, self.novelty_note) if n],
+            next_step=next_step, novelty=self.novelty)
 
 
 def start_run(config: RunConfig) -> RunContext:
@@ -129,7 +136,10 @@ def reopen_run(run_dir: Path, overrides: list[str]) -> RunContext:
         run_dir.mkdir(parents=True, exist_ok=True)
     context = parts.assemble(config, Path(run_dir), db_url, store,
                              next_step=store.last_step() + 1)
-    context.archive.rebuild(store.iter_programs())
+    programs = store.iter_programs()
+    if context.novelty is not None:  # the same pass refills each island's window
+        programs = context.novelty.remember_all(programs)
+    context.archive.rebuild(programs)
     ensemble = getattr(context.mutator, "ensemble", None)
     if ensemble is not None and len(ensemble) > 1:  # rebuilt from the stored calls
         calls = ensemble.from_history(store.iter_model_calls())
