@@ -14,8 +14,9 @@ can corrupt it): frames of a 4-byte big-endian length and UTF-8 JSON.
 
 * runner -> host at start: ``{"type": "hello", "network_isolated": bool,
   "files_isolated": bool, "work_mb": int | None, ...}``
-* ``{"type": "setup", "harness_path", "instances", "module_name", "preload"}``
-  -> ``{"type": "ready", "ok", "message"}``
+* ``{"type": "setup", "harness_path", "module_name", "preload", "candidate_process"}``,
+  then one frame whose body is the instances as JSON (kept unparsed in a memfd:
+  ``runner_channel.store_frame``) -> ``{"type": "ready", "ok", "message"}``
 * ``{"type": "eval", "code", "limits": {...}}`` -> ``{"type": "result", "ok",
   "output_json", "error", "message", "stderr_tail", "wall_s", "cpu_s", "retire"}``;
   ``output_json`` is the harness's return value as JSON text (untrusted, the host
@@ -32,11 +33,13 @@ with us. Docker passes ``--no-netns --no-mountns``: the container does all that.
 Per evaluation (``Runner.evaluate``): a fresh work dir under ``--root``, one fork,
 the child confines itself (``runner_child.py``: own process group, rlimits,
 ``nobody`` when we are root, stdout/stderr to an unlinked file, the result on a pipe
-of its own), this process watches the pipe against the wall-clock deadline and the
-output cap, then kills the group and sweeps every remaining descendant (we are a
-child subreaper, so ``setsid()`` and double forks do not escape), wipes everything
-under ``--root`` (the next evaluation starts from an empty root) and classifies how
-the child ended (``classify``).
+of its own) and, with ``candidate_process`` (the default), forks the candidate into
+a process of its own that the harness calls over a pipe (``runner_candidate.py``);
+without it, imports the candidate next to the harness. This process watches the
+pipe against the wall-clock deadline and the output cap, then kills the group and
+sweeps every remaining descendant (we are a child subreaper, so ``setsid()`` and
+double forks do not escape), wipes everything under ``--root`` (the next evaluation
+starts from an empty root) and classifies how the child ended (``classify``).
 
 Stdlib only, no engine imports: the same files serve inside sandbox images.
 """
@@ -50,7 +53,6 @@ import importlib.util
 import json
 import os
 import signal
-import struct
 import sys
 import tempfile
 import time
@@ -61,42 +63,13 @@ if _HERE not in sys.path:
     sys.path.append(_HERE)  # -I leaves our own folder off sys.path; the helpers live there
 sysos = importlib.import_module("runner_os")
 child = importlib.import_module("runner_child")
+split = importlib.import_module("runner_candidate")
+channel = importlib.import_module("runner_channel")
+recv_frame, send_frame = channel.recv_frame, channel.send_frame
 
-_HEADER = struct.Struct(">I")
 _TAIL_CHARS = 2000
 _MEMORY_HINTS = ("MemoryError", "annot allocate", "bad_alloc", "out of memory")
 _EXIT = os._exit
-
-
-# ----------------------------------------------------------------- framing
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def recv_frame(fd: int) -> dict | None:
-    """Next message from the host, or None when it closed the pipe."""
-    header = _read_exact(fd, _HEADER.size)
-    if header is None:
-        return None
-    body = _read_exact(fd, _HEADER.unpack(header)[0])
-    return None if body is None else json.loads(body)
-
-
-def send_frame(fd: int, message: dict) -> None:
-    """Write one message to the host."""
-    body = json.dumps(message).encode("utf-8")
-    view = memoryview(_HEADER.pack(len(body)) + body)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 # ------------------------------------------------------------- evaluation
@@ -111,13 +84,21 @@ class Runner:
         self.root_mode = 0o711 if self.drop_to_nobody else 0o700
         self.signals: dict[int, Any] = {}  # dispositions each child restores
         self.harness: Any = None
-        self.instances: list = []
+        self.instances: list | None = None  # parsed only when candidate_process is off
+        self.instances_fd: int | None = None  # their JSON, unparsed (runner_channel.store_frame)
+        self.instances_size = 0
+        self.candidate_process = True
         self.module_name = "candidate"
         self._tasks = (0, -1.0)  # (tasks of the sandbox uid, when counted)
         self._import_fds: list[int] | None = None  # see runner_child.reroute_imports
 
-    def setup(self, message: dict) -> dict:
-        """Import the preload modules and the harness once, for every later fork."""
+    def setup(self, message: dict, stored: tuple[int, int]) -> dict:
+        """Import the preload modules and the harness once, for every later fork.
+        ``stored``: the instances frame that followed, kept unparsed in a memfd."""
+        if self.instances_fd is not None:
+            os.close(self.instances_fd)
+        self.instances_fd, self.instances_size = stored
+        self.candidate_process = bool(message.get("candidate_process", True))
         warnings = []
         for name in message.get("preload") or ():
             try:
@@ -131,7 +112,9 @@ class Runner:
         if not callable(getattr(harness, "run", None)):
             raise ValueError(f"{message['harness_path']} defines no run(candidate, instances)")
         self.harness = harness
-        self.instances = message.get("instances") or []
+        self.instances = None
+        if not self.candidate_process:  # the candidate shares this memory anyway
+            self.instances = channel.load_stored(self.instances_fd, self.instances_size)
         self.module_name = message.get("module_name") or "candidate"
         if self.drop_to_nobody and self._import_fds is None:
             self._import_fds = child.reroute_imports()
@@ -145,6 +128,7 @@ class Runner:
             raise RuntimeError("eval before setup")
         out_fd, out_path = tempfile.mkstemp(prefix="eval-", suffix=".out", dir=self.root)
         os.unlink(out_path)  # the open file is enough; the candidate never sees it
+        workdir = ""
         try:
             workdir = self._make_workdir()
             path = os.path.join(workdir, f"{self.module_name}.py")
@@ -159,6 +143,12 @@ class Runner:
             os.close(out_fd)
             clean = sysos.wipe(self.root, self.root_mode) and clean
         reply = classify(outcome, limits)
+        if workdir:  # the folder's random name would make the same program's feedback
+            # (and so the prompts built from it) differ from run to run
+            for name in ("message", "stderr_tail"):
+                if isinstance(reply.get(name), str):
+                    reply[name] = reply[name].replace(workdir, "<sandbox>")
+            tail = tail.replace(workdir, "<sandbox>")
         reply.update(type="result", stderr_tail=tail, retire=not clean)
         if reply["error"] in ("crash", "timeout") and _looks_like_memory(reply, tail):
             reply["error"] = "memory"
@@ -192,18 +182,31 @@ class Runner:
 
     def _fork_and_watch(self, code: str, workdir: str, out_fd: int,
                         limits: dict[str, Any]) -> dict[str, Any]:
-        nproc = self._tasks_of_sandbox_uid() + int(limits["max_processes"])
+        # + 1: the candidate process, when there is one, is ours, not the candidate's
+        nproc = (self._tasks_of_sandbox_uid() + int(limits["max_processes"])
+                 + int(self.candidate_process))
+        import_fds = self._import_fds or []
+        job = {"harness": self.harness, "module_name": self.module_name, "code": code,
+               "workdir": workdir, "import_fds": import_fds}
+        if self.candidate_process:
+            # RLIMIT_NPROC goes on the candidate process alone: the harness process's
+            # fork of it must not fail for what other evaluations run meanwhile.
+            job.update(instances_fd=self.instances_fd, instances_size=self.instances_size,
+                       nproc=nproc)
+            body, keep, restore = split.evaluate, [self.instances_fd, *import_fds], False
+            nproc = None
+        else:
+            job["instances"] = self.instances
+            body, keep, restore = child.evaluate, import_fds, True
         read_fd, write_fd = os.pipe()
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
             try:
-                child.run_child(harness=self.harness, instances=self.instances,
-                                module_name=self.module_name, code=code, workdir=workdir,
-                                out_fd=out_fd, result_fd=write_fd,
-                                import_fds=self._import_fds or [], limits=limits,
-                                nproc=nproc, drop_to_nobody=self.drop_to_nobody,
-                                signals=self.signals)
+                child.run_child(body=body, job=job, out_fd=out_fd, result_fd=write_fd,
+                                keep_fds=keep, limits=limits, nproc=nproc,
+                                drop_to_nobody=self.drop_to_nobody, signals=self.signals,
+                                restore=restore)
             finally:
                 _EXIT(1)
         os.close(write_fd)
@@ -349,7 +352,10 @@ def _serve(runner: Runner, proto_in: int, proto_out: int) -> None:
         kind = message.get("type")
         try:
             if kind == "setup":
-                reply = runner.setup(message)
+                stored = channel.store_frame(proto_in)  # the instances, next frame
+                if stored is None:
+                    return
+                reply = runner.setup(message, stored)
             elif kind == "eval":
                 reply = runner.evaluate(message["code"], message["limits"])
             else:
@@ -359,6 +365,7 @@ def _serve(runner: Runner, proto_in: int, proto_out: int) -> None:
                      "error": "sandbox", "message": f"runner: {type(exc).__name__}: {exc}",
                      "retire": True}
         send_frame(proto_out, reply)
+        reply = message = None  # a later candidate process is forked with this frame live
 
 
 if __name__ == "__main__":

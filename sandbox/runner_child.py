@@ -1,5 +1,7 @@
 """Inside the process sandbox: the forked child that confines itself and then runs
-one candidate through the harness.
+one candidate through the harness: by default in a process of its own
+(``runner_candidate.evaluate``, which uses the helpers here), or, for problems with
+``candidate_process: false``, imported into this one (``evaluate``).
 
 Why the child is built this way:
 
@@ -12,8 +14,9 @@ Why the child is built this way:
 * the result goes back on a pipe of its own, never on stdout, which is a file;
 * every path out ends in ``os._exit``, so the child never runs the runner's loop;
 * the runner ignores every signal it can (``ignore_signals``, here beside its
-  counterpart), and the child puts the old dispositions back before the candidate
-  runs, so the candidate sees Python's usual ones.
+  counterpart), and whichever process runs the candidate puts the old dispositions
+  back first, so the candidate sees Python's usual ones (a harness process of its
+  own keeps ignoring them: the candidate, with the same uid, could send them).
 
 Stdlib only, no engine imports (the same files serve inside sandbox images).
 """
@@ -29,9 +32,10 @@ import os
 import resource
 import signal
 import sys
-import traceback
+from collections.abc import Callable
 from typing import Any
 
+from runner_channel import UnsendableValue, describe, print_traceback
 from runner_os import (
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
@@ -47,6 +51,7 @@ _KEEP_SIGNALS = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGCONT,
 
 _EXIT = os._exit  # held here so a candidate that replaces os._exit cannot keep us alive
 _owner_pid = 0  # the forked child; processes the candidate forks never write results
+_reserve: mmap.mmap | None = None  # see limit_memory
 
 
 def ignore_signals() -> dict[int, Any]:
@@ -76,7 +81,7 @@ def restore_signals(saved: dict[int, Any]) -> None:
             continue
 
 
-def _set_limit(which: int, soft: int, hard: int) -> None:
+def set_limit(which: int, soft: int, hard: int) -> None:
     """Lower a limit; never ask for more than the current hard limit allows."""
     _cur_soft, cur_hard = resource.getrlimit(which)
     if cur_hard != resource.RLIM_INFINITY:
@@ -112,8 +117,18 @@ def reroute_imports() -> list[int]:
     return [int(route.rsplit("/", 1)[1]) for route in mapping.values()]
 
 
+def close_fds_except(keep_fds: list[int]) -> None:
+    """Close every descriptor from 3 up but ``keep_fds``."""
+    low = 3
+    for fd in sorted(keep_fds):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, 1 << 20)
+
+
 def _confine(workdir: str, out_fd: int, keep_fds: list[int], limits: dict[str, Any],
-             nproc: int, drop_to_nobody: bool) -> None:
+             nproc: int | None, drop_to_nobody: bool) -> None:
     """Own process group, private fds, rlimits, no privileges: the cage, before any
     candidate code runs."""
     os.setpgid(0, 0)
@@ -121,21 +136,17 @@ def _confine(workdir: str, out_fd: int, keep_fds: list[int], limits: dict[str, A
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    low = 3  # close everything else, the runner's protocol pipes included
-    for fd in sorted(keep_fds):
-        if fd > low:
-            os.closerange(low, fd)
-        low = max(low, fd + 1)
-    os.closerange(low, 1 << 20)
+    close_fds_except(keep_fds)  # the runner's protocol pipes included
     os.chdir(workdir)
     os.environ["HOME"] = workdir
     os.environ["TMPDIR"] = workdir
     cpu = max(1, int(limits["cpu_s"]))
-    _set_limit(resource.RLIMIT_CORE, 0, 0)
-    _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
-    _set_limit(resource.RLIMIT_FSIZE, int(limits["max_file_mb"]) << 20,
+    set_limit(resource.RLIMIT_CORE, 0, 0)
+    set_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
+    set_limit(resource.RLIMIT_FSIZE, int(limits["max_file_mb"]) << 20,
                int(limits["max_file_mb"]) << 20)
-    _set_limit(resource.RLIMIT_NPROC, nproc, nproc)
+    if nproc is not None:  # else set by the candidate process (runner_candidate.py)
+        set_limit(resource.RLIMIT_NPROC, nproc, nproc)
     if drop_to_nobody:
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
@@ -149,27 +160,6 @@ def _confine(workdir: str, out_fd: int, keep_fds: list[int], limits: dict[str, A
             stream.reconfigure(line_buffering=True)
 
 
-def _describe(exc: BaseException) -> str:
-    """``ExcType: message (at file:line in function)``: one line for the prompt."""
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except Exception:  # a candidate's exception whose __str__ raises
-        text = type(exc).__name__
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        text += f" (at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
-    return text[:1000]
-
-
-def _print_traceback(exc: BaseException) -> None:
-    try:
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.__stderr__)
-        sys.__stderr__.flush()
-    except Exception:
-        pass
-
-
 def _write_all(fd: int, data: bytes) -> None:
     if os.getpid() != _owner_pid:
         return  # a fork of the candidate unwound into our code: only the child reports
@@ -181,7 +171,7 @@ def _write_all(fd: int, data: bytes) -> None:
         pass  # the runner stopped reading: it has already decided
 
 
-def _send_error(fd: int, kind: str, message: str) -> None:
+def send_error(fd: int, kind: str, message: str) -> None:
     _write_all(fd, b"E" + json.dumps({"error": kind, "message": message}).encode())
 
 
@@ -196,68 +186,107 @@ def _load_candidate(module_name: str, compiled: Any, code: str, path: str) -> An
     return module
 
 
-def _failure(exc: BaseException, stage: str) -> tuple[str, str]:
+def limit_memory(memory_mb: int) -> None:
+    """RLIMIT_AS to ``memory_mb``, keeping 1 MiB of address space (untouched, so free
+    to map) that ``release_memory`` hands back to report a MemoryError."""
+    global _reserve
+    _reserve = mmap.mmap(-1, 1 << 20)
+    set_limit(resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20)
+
+
+def release_memory() -> None:
+    global _reserve
+    if _reserve is not None:
+        _reserve.close()
+        _reserve = None
+
+
+def failure(exc: BaseException, stage: str) -> tuple[str, str]:
     """Map an exception escaping the candidate to (error kind, message)."""
     if isinstance(exc, MemoryError):
         return "memory", f"MemoryError while {stage} (the memory limit was reached)"
     if isinstance(exc, SystemExit):
         return "crash", (f"the program exited early (sys.exit({exc.code!r})) while {stage},"
                          " before the harness returned a result")
-    return "crash", _describe(exc)
+    if isinstance(exc, UnsendableValue):
+        return "invalid_output", describe(exc)
+    return "crash", describe(exc)
 
 
-def _evaluate(harness: Any, instances: list, module_name: str, code: str, workdir: str,
-              result_fd: int, memory_mb: int) -> None:
-    # Address space (untouched, so free to map) handed back to report a MemoryError.
-    reserve: mmap.mmap | None = mmap.mmap(-1, 1 << 20)
-    _set_limit(resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20)
+def import_candidate(module_name: str, code: str, workdir: str) -> Any:
+    """Compile and import the candidate: its module, or (error kind, message)."""
     path = os.path.join(workdir, f"{module_name}.py")
     try:
         compiled = compile(code, path, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:  # ValueError: source with NUL bytes
-        reserve = None
-        _send_error(result_fd, "syntax", f"{type(exc).__name__}: {exc}"[:1000])
-        return
+        release_memory()
+        return "syntax", f"{type(exc).__name__}: {exc}"[:1000]
     except MemoryError:
-        reserve = None
-        _send_error(result_fd, "memory", "MemoryError while compiling the candidate")
-        return
+        release_memory()
+        return "memory", "MemoryError while compiling the candidate"
     try:
-        module = _load_candidate(module_name, compiled, code, path)
+        return _load_candidate(module_name, compiled, code, path)
     except BaseException as exc:
-        reserve = None
-        _print_traceback(exc)
-        _send_error(result_fd, *_failure(exc, "importing the candidate"))
-        return
-    try:
-        result = harness.run(module, instances)
-    except BaseException as exc:
-        reserve = None
-        _print_traceback(exc)
-        _send_error(result_fd, *_failure(exc, "running the harness"))
-        return
+        release_memory()
+        print_traceback(exc)
+        return failure(exc, "importing the candidate")
+
+
+def harness_failed(result_fd: int, exc: BaseException) -> None:
+    """Report an exception that escaped ``harness.run``."""
+    release_memory()
+    print_traceback(exc)
+    send_error(result_fd, *failure(exc, "running the harness"))
+
+
+def send_result(result_fd: int, result: Any) -> None:
+    """Send the harness's return value to the runner as JSON (untrusted: the host
+    decodes and scores it)."""
     try:
         payload = json.dumps(result, allow_nan=True).encode("ascii")
     except MemoryError:
-        reserve = None
-        _send_error(result_fd, "memory", "MemoryError while encoding the output as JSON")
+        release_memory()
+        send_error(result_fd, "memory", "MemoryError while encoding the output as JSON")
         return
     except BaseException as exc:
-        reserve = None
-        _send_error(result_fd, "invalid_output",
-                    f"output is not JSON-serialisable: {_describe(exc)}")
+        release_memory()
+        send_error(result_fd, "invalid_output",
+                   f"output is not JSON-serialisable: {describe(exc)}")
         return
-    del reserve
+    release_memory()
     _write_all(result_fd, b"R" + payload)
 
 
-def run_child(*, harness: Any, instances: list, module_name: str, code: str, workdir: str,
-              out_fd: int, result_fd: int, import_fds: list[int], limits: dict[str, Any],
-              nproc: int, drop_to_nobody: bool, signals: dict[int, Any]) -> None:
+def evaluate(job: dict[str, Any], result_fd: int, limits: dict[str, Any],
+             signals: dict[int, Any]) -> None:
+    """``candidate_process: false``: import the candidate into this process, next
+    to the harness, and hand the module to ``harness.run`` (fast, but the candidate
+    can then reach the harness, its instances and its result)."""
+    limit_memory(int(limits["memory_mb"]))
+    module = import_candidate(job["module_name"], job["code"], job["workdir"])
+    if isinstance(module, tuple):
+        send_error(result_fd, *module)
+        return
+    try:
+        result = job["harness"].run(module, job["instances"])
+    except BaseException as exc:
+        harness_failed(result_fd, exc)
+        return
+    send_result(result_fd, result)
+
+
+def run_child(*, body: Callable[..., None], job: dict[str, Any], out_fd: int, result_fd: int,
+              keep_fds: list[int], limits: dict[str, Any], nproc: int | None,
+              drop_to_nobody: bool,
+              signals: dict[int, Any], restore: bool) -> None:
     """Body of the forked child; never returns (every path ends in ``os._exit``).
 
-    ``nproc`` is the RLIMIT_NPROC to set: the tasks the sandbox uid already runs
-    (the kernel counts them all) plus the evaluation's ``max_processes``;
+    Confines itself, then runs ``body(job, result_fd, limits, signals)``: ``evaluate``
+    here, or ``runner_candidate.evaluate`` with the candidate in a process of its own.
+    ``keep_fds`` are the descriptors it keeps besides ``result_fd``; ``restore``
+    gives this process the runner's old signal dispositions (when the candidate runs
+    in it). ``nproc`` is the RLIMIT_NPROC to set: the tasks the sandbox uid already
+    runs (the kernel counts them all) plus the processes the evaluation may start;
     ``signals`` the dispositions the runner had before it ignored every signal.
     """
     global _owner_pid
@@ -265,13 +294,14 @@ def run_child(*, harness: Any, instances: list, module_name: str, code: str, wor
     status = 1
     try:
         try:
-            restore_signals(signals)  # the candidate gets Python's usual signals
-            _confine(workdir, out_fd, [result_fd, *import_fds], limits, nproc, drop_to_nobody)
+            if restore:
+                restore_signals(signals)  # the candidate gets Python's usual signals
+            _confine(job["workdir"], out_fd, [result_fd, *keep_fds], limits, nproc,
+                     drop_to_nobody)
         except BaseException as exc:
-            _send_error(result_fd, "sandbox", f"could not confine the candidate: {_describe(exc)}")
+            send_error(result_fd, "sandbox", f"could not confine the candidate: {describe(exc)}")
             return
-        _evaluate(harness, instances, module_name, code, workdir, result_fd,
-                  int(limits["memory_mb"]))
+        body(job, result_fd, limits, signals)
         for stream in (sys.__stdout__, sys.__stderr__):
             with contextlib.suppress(Exception):
                 stream.flush()

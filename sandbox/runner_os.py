@@ -48,6 +48,14 @@ def prctl(option: int, arg: int = 0) -> bool:
     return _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), zero, zero, zero) == 0
 
 
+def current_cpu() -> int:
+    """The CPU this thread runs on (sched_getcpu(3)), or -1."""
+    try:
+        return int(_libc.sched_getcpu())
+    except (AttributeError, OSError):
+        return -1
+
+
 def unshare(flags: int) -> bool:
     """Call unshare(2); True when it succeeded."""
     return _libc.unshare(ctypes.c_int(flags)) == 0

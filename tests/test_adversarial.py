@@ -75,16 +75,30 @@ def priority(item, bins):
     return -(bins - item)
 """
 
-# Finds the harness module however the backend named it (the process runner
-# registers it as ``harness``); an attack that cannot find it fails loudly.
+# Finds the harness module however the backend named it (the runner registers it as
+# ``harness``), in sys.modules, among every object the collector tracks, or up the
+# stack; None where the candidate runs in a process of its own, without the harness.
 FIND_HARNESS = """
+import gc
 import sys
+import types
+
+def _is_harness(module):
+    return (isinstance(module, types.ModuleType) and callable(getattr(module, "run", None))
+            and callable(getattr(module, "_pack", None)))
 
 def _find_harness():
-    for module in list(sys.modules.values()):
-        if callable(getattr(module, "run", None)) and callable(getattr(module, "_pack", None)):
-            return module
-    raise ImportError("no harness module in sys.modules")
+    frame, frames = sys._getframe(), []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    places = [list(sys.modules.values()), gc.get_objects()]
+    places += [list(f.f_globals.values()) + list(f.f_locals.values()) for f in frames]
+    for place in places:
+        for module in place:
+            if _is_harness(module):
+                return module
+    return None
 """
 
 # Honest best fit that first checks, from inside the sandbox, that its evaluation
@@ -572,10 +586,79 @@ def attack(name: str, code: str, *kinds: ErrorKind, best_fit: bool = True,
     return Attack(name, code + (BEST_FIT if best_fit else ""), frozenset(kinds), **options)
 
 
-FORGERY_WEAKNESS = (
-    "the candidate runs in the same process as the harness and can replace harness.run: "
-    "an offline packing is a feasible output, so score.py cannot tell it from an online one "
-    "and the program scores better than its priority() earns")
+# From inside priority(), looks for the harness and the instances everywhere a
+# candidate could: the stack, sys.modules, every object the collector tracks, the
+# descriptors and memory of other processes. Anything found makes it crash (so the
+# case fails); with nothing found it is honest best fit.
+READ_INSTANCES = """
+import ctypes
+import os
+
+
+def _instances_like(value):
+    try:
+        if isinstance(value, dict):
+            return "items" in value and "capacity" in value
+        if isinstance(value, (list, tuple)) and value:
+            return isinstance(value[0], dict) and "items" in value[0]
+    except Exception:
+        return False
+    return False
+
+
+def _look():
+    found = []
+    if _find_harness() is not None:
+        found.append("the harness module")
+    frame = sys._getframe()
+    while frame is not None:
+        if os.path.basename(frame.f_code.co_filename) == "harness.py":
+            found.append("a harness frame on the stack")
+        for key, value in list(frame.f_locals.items()):
+            try:
+                inner = [value, *vars(value).values()] if hasattr(value, "__dict__") else [value]
+            except Exception:
+                inner = [value]
+            if any(_instances_like(v) or _is_harness(v) for v in inner):
+                found.append(f"the instances or the harness in frame local {key}")
+        frame = frame.f_back
+    for value in gc.get_objects():
+        if _instances_like(value):
+            found.append("the instances among the collector's objects")
+            break
+    parent = os.getppid()
+    for path in (f"/proc/{parent}/mem", f"/proc/{parent}/environ"):
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+            found.append(f"read {path}")
+        except OSError:
+            pass
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        if any("memfd:instances" in link for link in links):
+            found.append(f"the descriptors of process {pid}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(16, parent, None, None) == 0:  # PTRACE_ATTACH
+        libc.ptrace(17, parent, None, None)  # PTRACE_DETACH
+        found.append("ptrace on the harness process")
+    return found
+
+
+_calls = [0]
+
+
+def priority(item, bins):
+    _calls[0] += 1
+    if _calls[0] == 1:
+        found = _look()
+        if found:
+            raise RuntimeError("found " + "; ".join(found))
+    return -(bins - item)
+"""
 
 ATTACKS = [
     # ---- resource exhaustion
@@ -662,11 +745,15 @@ with open(os.path.join(os.path.dirname(os.getcwd()), "$MARK-beside"), "w") as _o
     _out.write("left for the next candidate")
 """, CRASH, says=("PermissionError", "Read-only file system")),
     attack("write_harness", FIND_HARNESS + """
+import glob
 import os
 
-_paths = [_find_harness().__file__]
-if os.path.exists("$HARNESS_PATH"):
-    _paths.append("$HARNESS_PATH")
+_harness = _find_harness()
+_paths = [_harness.__file__] if _harness is not None else []
+_paths += [p for p in ["$HARNESS_PATH", *glob.glob("/opt/evoengine/job/*.py")]
+           if os.path.exists(p)]
+if not _paths:
+    raise RuntimeError("the attack found no harness file to write")
 for _path in _paths:
     with open(_path, "a") as _out:
         _out.write("\\n# tampered\\n")
@@ -799,15 +886,15 @@ def priority(item, bins):
     return bins - item  # worst fit: a fresh bin for every item
 """, INVALID, best_fit=False, true_score="worst_fit"),
     attack("harness_patched_all_in_bin_0", FIND_HARNESS + """
-_find_harness().run = lambda candidate, instances: [
+(_find_harness() or types.SimpleNamespace()).run = lambda candidate, instances: [
     [0] * len(instance["items"]) for instance in instances]
 """, INVALID, true_score="best_fit", says=("capacity",)),
     attack("harness_patched_negative_indices", FIND_HARNESS + """
-_find_harness().run = lambda candidate, instances: [
+(_find_harness() or types.SimpleNamespace()).run = lambda candidate, instances: [
     [-1] * len(instance["items"]) for instance in instances]
 """, INVALID, true_score="best_fit", says=("out of range",)),
     attack("harness_patched_float_indices", FIND_HARNESS + """
-_find_harness().run = lambda candidate, instances: [
+(_find_harness() or types.SimpleNamespace()).run = lambda candidate, instances: [
     [float("nan")] + [float(i) for i in range(1, len(instance["items"]))]
     for instance in instances]
 """, INVALID, true_score="best_fit", says=("float",)),
@@ -829,9 +916,15 @@ def _offline(candidate, instances):
         packings.append(chosen)
     return packings
 
-_find_harness().run = _offline
-""", INVALID, true_score="best_fit", check=_no_offline_forgery,
-           xfail=(("process", FORGERY_WEAKNESS), ("docker", FORGERY_WEAKNESS))),
+(_find_harness() or types.SimpleNamespace()).run = _offline
+""", INVALID, true_score="best_fit", check=_no_offline_forgery),
+    attack("read_instances_from_priority", FIND_HARNESS + READ_INSTANCES, true_score="best_fit",
+           best_fit=False),
+    attack("numpy_patched", """
+import numpy as np
+
+np.argmax = lambda a, *args, **kwargs: 0  # the harness's choice: first fit, not best fit
+""", INVALID, true_score="best_fit"),
     # ---- bad results
     attack("priority_nan", """
 import numpy as np
@@ -927,3 +1020,33 @@ def test_attack_is_contained(bench: Bench, host: Host, case: Attack,
     finally:
         host.remove_markers()
 
+
+
+def test_without_a_candidate_process_the_attacks_reach_the_harness(host: Host) -> None:
+    """``candidate_process: false`` (for problems where any feasible output is fine)
+    imports the candidate next to the harness: three attacks above then succeed,
+    which shows they are real and that the default is what stops them."""
+    config, _node = load_run_config([*OVERRIDES, "problem.candidate_process=false"])
+    problem = Problem(config.problem)
+    assert problem.job("train").candidate_process is False
+    backend = ProcessSandbox(pool_size=1)
+    loop = asyncio.Runner()
+    try:
+        evaluator = Evaluator(problem, backend, host.limits)
+        cases = {case.name: case for case in ATTACKS}
+
+        def evaluate(name: str) -> EvaluationResult:
+            code = Template(cases[name].code).substitute(host.fields())
+            return loop.run(evaluator.evaluate(code))
+
+        looked = evaluate("read_instances_from_priority")
+        assert looked.error is CRASH and "found the harness module" in looked.feedback, looked
+        assert "the instances" in looked.feedback, looked.feedback[-1500:]
+        forged = evaluate("harness_patched_offline_packing")
+        assert forged.valid and forged.score == host.reference["offline_ffd"], forged
+        patched = evaluate("numpy_patched")
+        assert patched.valid and patched.score != host.reference["best_fit"], patched
+    finally:
+        loop.run(backend.close())
+        loop.close()
+        _reap_adopted_zombies()

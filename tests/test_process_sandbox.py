@@ -330,9 +330,10 @@ def receive():
         body += os.read(0, size - len(body))
     return json.loads(body)
 send({"type": "hello", "network_isolated": False})
-receive()
+receive()  # setup
+receive()  # the instances
 send({"type": "ready", "ok": True, "message": ""})
-receive()
+receive()  # eval
 """
 
 

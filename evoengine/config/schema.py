@@ -71,7 +71,7 @@ class ProblemConfig:
     # cross, never pickles), so the candidate cannot reach the harness, its
     # instances or its result: the score reflects what the evolved function does.
     # The harness sees a module of the candidate's callables; each call costs a
-    # pipe round trip (about 25 us of CPU on a 2-core VM). False: the candidate is
+    # pipe round trip (about 20-30 us on a 2-core VM). False: the candidate is
     # imported into the harness's process, which is faster for harnesses that call
     # it very often, but then a candidate can replace the harness (patch
     # harness.run, read the instances, patch numpy) and return any output it likes;

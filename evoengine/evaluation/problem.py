@@ -73,4 +73,5 @@ class Problem:
         return HarnessJob(key=f"{self.folder}:{split}", harness_path=self.harness_path,
                           instances=self.instances(split),
                           module_name=Path(self.config.evolve_file).stem,
-                          preload=tuple(self.config.preload))
+                          preload=tuple(self.config.preload),
+                          candidate_process=self.config.candidate_process)

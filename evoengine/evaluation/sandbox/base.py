@@ -35,6 +35,9 @@ class HarnessJob:
     instances: list[Any]  # JSON-serialisable; sent to the runner once per key
     module_name: str = "candidate"  # the candidate is imported under this name
     preload: tuple[str, ...] = ("numpy",)  # imported once by the resident runner
+    # Import the candidate in a process of its own, which the harness calls over a
+    # pipe (ProblemConfig.candidate_process); False: into the harness's process.
+    candidate_process: bool = True
 
 
 @dataclass

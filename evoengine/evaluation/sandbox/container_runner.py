@@ -98,8 +98,9 @@ class ContainerRunner:
         self._read_available()  # end of file here means the container has exited
         return not self._eof
 
-    async def send(self, message: dict[str, Any], timeout_s: float) -> None:
-        """Write one frame to the runner's stdin; RunnerGone if it stopped reading."""
+    async def send(self, message: Any, timeout_s: float) -> None:
+        """Write one frame (any JSON value) to the runner's stdin; RunnerGone if it
+        stopped reading."""
         body = json.dumps(message).encode("utf-8")
         view = memoryview(_FRAME_HEADER.pack(len(body)) + body)
         deadline = asyncio.get_running_loop().time() + timeout_s

@@ -55,7 +55,8 @@ WORK_DIR = "/work"  # the tmpfs the runner makes its work dirs in, wiped after e
 RUNNER_MEMORY_MB = 256  # the runner's own interpreter, numpy, and the copy-on-write fork
 RUNNER_PIDS = 8  # the runner and whatever it runs besides the candidate
 BUILD_HINT = "run `evo sandbox build`"
-RUNNER_FILES = ("runner.py", "runner_child.py", "runner_os.py")
+RUNNER_FILES = ("runner.py", "runner_child.py", "runner_os.py", "runner_codec.py",
+                "runner_channel.py", "runner_candidate.py")
 RUNNER_LABEL = "evoengine.sandbox.runner"  # image label: runner_digest() at build time
 
 
@@ -176,7 +177,7 @@ class DockerSandbox(PooledSandbox):
     # ---------------------------------------------------------- the pool
 
     def _pool_key(self, job: HarnessJob, limits: Limits) -> Hashable:
-        return (job.key, limits.memory_mb, limits.max_processes)
+        return (job.key, job.candidate_process, limits.memory_mb, limits.max_processes)
 
     def _harness_path(self, job: HarnessJob) -> str:
         """Inside the container: the read-only copy, under the harness's own name."""

@@ -46,7 +46,7 @@ class Runner(Protocol):
 
     def alive(self) -> bool: ...
 
-    async def send(self, message: dict[str, Any], timeout_s: float) -> None: ...
+    async def send(self, message: Any, timeout_s: float) -> None: ...  # any JSON value
 
     async def recv(self, timeout_s: float, max_bytes: int) -> dict[str, Any]: ...
 
@@ -108,8 +108,9 @@ class PooledSandbox:
         raise NotImplementedError
 
     def _pool_key(self, job: HarnessJob, limits: Limits) -> Hashable:
-        """Runners are shared by runs with the same key (default: the job's key)."""
-        return job.key
+        """Runners are shared by runs with the same key (default: the job's key and
+        where the candidate runs, both fixed at a runner's set-up)."""
+        return job.key, job.candidate_process
 
     def _harness_path(self, job: HarnessJob) -> str:
         """Where the runner finds the harness (default: the host path)."""
@@ -240,9 +241,11 @@ class PooledSandbox:
                 raise RunnerGone(f"expected hello, got {hello.get('type')!r}")
             self._on_hello(hello)
             setup = {"type": "setup", "harness_path": self._harness_path(job),
-                     "instances": job.instances, "module_name": job.module_name,
-                     "preload": list(job.preload)}
+                     "module_name": job.module_name, "preload": list(job.preload),
+                     "candidate_process": job.candidate_process}
             await runner.send(setup, self.start_timeout_s)
+            # A frame of its own, which the runner keeps unparsed (sandbox/runner.py).
+            await runner.send(job.instances, self.start_timeout_s)
             ready = await runner.recv(self.start_timeout_s, CONTROL_FRAME_MAX)
             if not ready.get("ok"):
                 raise RunnerGone(f"setup failed: {ready.get('message')}")

@@ -134,8 +134,8 @@ class RunnerProcess:
     def alive(self) -> bool:
         return not self._dead and self.proc.poll() is None
 
-    async def send(self, message: dict[str, Any], timeout_s: float) -> None:
-        """Write one frame; RunnerGone if the runner stopped reading."""
+    async def send(self, message: Any, timeout_s: float) -> None:
+        """Write one frame (any JSON value); RunnerGone if the runner stopped reading."""
         body = json.dumps(message).encode("utf-8")
         view = memoryview(_HEADER.pack(len(body)) + body)
         deadline = asyncio.get_running_loop().time() + timeout_s
