@@ -61,3 +61,11 @@ def test_cli_reports_bad_key_before_any_work(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0
     assert "search.nope" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+def test_seed_must_define_the_entry_function(tmp_path: Path) -> None:
+    from evoengine.evaluation.problem import Problem, ProblemError
+
+    config, _ = load_run_config(["problem=bin_packing", "problem.entry=heuristic"])
+    with pytest.raises(ProblemError, match="defines no function 'heuristic'"):
+        Problem(config.problem)

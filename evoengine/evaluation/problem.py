@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ class Problem:
             split_evolve_block(self.initial_code)
         except EvolveBlockError as exc:
             raise ProblemError(f"{self.folder / config.evolve_file}: {exc}") from exc
+        self._check_entry(config)
         self.harness_path = self.folder / config.harness
         self.scorer = import_file(self.folder / config.scorer,
                                   f"evoengine_problem_{self.name}_score")
@@ -53,6 +55,20 @@ class Problem:
             if not callable(getattr(self.scorer, function, None)):
                 raise ProblemError(f"{self.folder / config.scorer} must define {function}()")
         self._instances: dict[str, list[Any]] = {}
+
+    def _check_entry(self, config: ProblemConfig) -> None:
+        """The seed must define ``problem.entry`` at top level: the harness calls it."""
+        try:
+            tree = ast.parse(self.initial_code)
+        except SyntaxError as exc:
+            raise ProblemError(f"{self.folder / config.evolve_file} does not parse: "
+                               f"{exc.msg} (line {exc.lineno})") from exc
+        defined = {node.name for node in tree.body
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        if config.entry not in defined:
+            raise ProblemError(f"{self.folder / config.evolve_file} defines no function "
+                               f"{config.entry!r} (problem.entry); define it or fix "
+                               "problem.yaml")
 
     @property
     def splits(self) -> list[str]:
