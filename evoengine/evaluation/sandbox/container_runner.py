@@ -21,39 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import struct
 from typing import Any
 
-from evoengine.evaluation.sandbox.runner_process import RunnerGone, _ready
+from evoengine.evaluation.sandbox.runner_process import (
+    RunnerGone,
+    _ready,
+    encode_frame,
+    take_frame,
+)
 
-_FRAME_HEADER = struct.Struct(">I")
 _STREAM_HEADER = 8  # Docker's multiplexing header: stream, 0, 0, 0, length (big-endian)
 _STDOUT, _STDERR = 1, 2
 _LOG_KEEP = 64 * 1024  # bytes of the runner's stderr we keep for log_tail()
-
-
-def take_frame(buffer: bytearray, max_bytes: int) -> dict[str, Any] | None:
-    """Cut the next whole frame off ``buffer``; None if it is not all there yet.
-    RunnerGone for an oversized frame or one that is not a JSON object."""
-    if len(buffer) < _FRAME_HEADER.size:
-        return None
-    size = _FRAME_HEADER.unpack_from(buffer)[0]
-    if size > max_bytes:
-        raise RunnerGone(f"the runner sent a {size}-byte frame (limit {max_bytes})")
-    end = _FRAME_HEADER.size + size
-    if len(buffer) < end:
-        return None
-    body = bytes(buffer[_FRAME_HEADER.size:end])
-    del buffer[:end]
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise RunnerGone("the runner sent a frame that is not JSON") from exc
-    if not isinstance(message, dict):
-        raise RunnerGone("the runner sent a frame that is not an object")
-    return message
 
 
 class ContainerRunner:
@@ -101,8 +82,7 @@ class ContainerRunner:
     async def send(self, message: Any, timeout_s: float) -> None:
         """Write one frame (any JSON value) to the runner's stdin; RunnerGone if it
         stopped reading."""
-        body = json.dumps(message).encode("utf-8")
-        view = memoryview(_FRAME_HEADER.pack(len(body)) + body)
+        view = memoryview(encode_frame(message))
         deadline = asyncio.get_running_loop().time() + timeout_s
         while view:
             if self._dead:

@@ -42,6 +42,34 @@ class RunnerGone(Exception):
     """The runner died, closed its pipes or broke the protocol."""
 
 
+def encode_frame(message: Any) -> bytes:
+    """One frame of the runner protocol: a 4-byte big-endian length, then JSON."""
+    body = json.dumps(message).encode("utf-8")
+    return _HEADER.pack(len(body)) + body
+
+
+def take_frame(buffer: bytearray, max_bytes: int) -> dict[str, Any] | None:
+    """Cut the next whole frame off ``buffer``; None if it is not all there yet.
+    RunnerGone for an oversized frame or one that is not a JSON object."""
+    if len(buffer) < _HEADER.size:
+        return None
+    size = _HEADER.unpack_from(buffer)[0]
+    if size > max_bytes:
+        raise RunnerGone(f"the runner sent a {size}-byte frame (limit {max_bytes})")
+    end = _HEADER.size + size
+    if len(buffer) < end:
+        return None
+    body = bytes(buffer[_HEADER.size:end])
+    del buffer[:end]
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise RunnerGone("the runner sent a frame that is not JSON") from exc
+    if not isinstance(message, dict):
+        raise RunnerGone("the runner sent a frame that is not an object")
+    return message
+
+
 def kill_descendants(root: int, timeout_s: float = 3.0) -> None:
     """SIGKILL every live descendant of ``root`` (a stopped runner), scanning /proc
     again until none is left, since candidates may fork while we look."""
@@ -136,8 +164,7 @@ class RunnerProcess:
 
     async def send(self, message: Any, timeout_s: float) -> None:
         """Write one frame (any JSON value); RunnerGone if the runner stopped reading."""
-        body = json.dumps(message).encode("utf-8")
-        view = memoryview(_HEADER.pack(len(body)) + body)
+        view = memoryview(encode_frame(message))
         deadline = asyncio.get_running_loop().time() + timeout_s
         while view:
             try:
@@ -155,21 +182,9 @@ class RunnerProcess:
         end of file, an oversized frame or anything that is not a JSON object."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
-            if len(self._buffer) >= _HEADER.size:
-                size = _HEADER.unpack_from(self._buffer)[0]
-                if size > max_bytes:
-                    raise RunnerGone(f"the runner sent a {size}-byte frame (limit {max_bytes})")
-                end = _HEADER.size + size
-                if len(self._buffer) >= end:
-                    body = bytes(self._buffer[_HEADER.size:end])
-                    del self._buffer[:end]
-                    try:
-                        message = json.loads(body)
-                    except (ValueError, RecursionError) as exc:
-                        raise RunnerGone("the runner sent a frame that is not JSON") from exc
-                    if not isinstance(message, dict):
-                        raise RunnerGone("the runner sent a frame that is not an object")
-                    return message
+            message = take_frame(self._buffer, max_bytes)
+            if message is not None:
+                return message
             try:
                 chunk = os.read(self._out, 1 << 20)
             except BlockingIOError:
