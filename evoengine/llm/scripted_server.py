@@ -71,6 +71,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from evoengine.llm.scripted_steps import drop, error, malformed, reply
+
+__all__ = ["ScriptedServer", "drop", "error", "malformed", "reply"]
+
 _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
     400: ("invalid request", "invalid_request_error", None),
     401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
@@ -84,47 +88,6 @@ _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
     503: ("The engine is currently overloaded, please try again later.", "server_error",
           None),
 }
-
-
-def reply(text: str, *, prompt_tokens: int | None = None,
-          completion_tokens: int | None = None, delay: float = 0.0,
-          usage: bool = True, finish_reason: str = "stop") -> dict[str, Any]:
-    """A normal (or, with ``delay``, slow) completion step."""
-    step: dict[str, Any] = {"reply": text, "delay": delay, "usage": usage,
-                            "finish_reason": finish_reason}
-    if prompt_tokens is not None:
-        step["prompt_tokens"] = prompt_tokens
-    if completion_tokens is not None:
-        step["completion_tokens"] = completion_tokens
-    return step
-
-
-def error(status: int, *, retry_after: float | str | None = None, message: str | None = None,
-          code: str | None = None, type: str | None = None, param: str | None = None,
-          delay: float = 0.0) -> dict[str, Any]:
-    """An HTTP error step with an OpenAI-shaped error body."""
-    step: dict[str, Any] = {"status": status, "delay": delay}
-    for key, value in (("retry_after", retry_after), ("message", message), ("code", code),
-                       ("type", type), ("param", param)):
-        if value is not None:
-            step[key] = value
-    return step
-
-
-def malformed(kind: str = "no_choices") -> dict[str, Any]:
-    """A 200 reply the client cannot use; see the module docstring for the kinds."""
-    if kind not in _MALFORMED:
-        raise ValueError(f"unknown malformed kind {kind!r}; choose one of "
-                         + ", ".join(sorted(_MALFORMED)))
-    return {"malformed": kind}
-
-
-def drop() -> dict[str, Any]:
-    """Close the connection without sending a response."""
-    return {"drop": True}
-
-
-_MALFORMED = {"invalid_json", "no_choices", "empty_choices", "no_content", "not_json"}
 
 
 def _words(text: object) -> int:
