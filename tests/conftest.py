@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -39,3 +40,40 @@ def program_signature(db_path: Path) -> list[tuple]:
         SELECT id, step, island, generation, parent_id, second_parent_id, operator, code,
                valid, score, error, cell, validation_score
         FROM programs ORDER BY id""")
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state letter) for every process in /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rpartition(b")")[2].split()
+                table[int(name)] = (int(fields[1]), fields[0].decode())
+            except (OSError, IndexError, ValueError):
+                continue
+    return table
+
+
+def live_descendants() -> set[int]:
+    """Non-zombie descendants of this test process (sandbox tests make it a child
+    subreaper, so processes that escaped a sandbox show up here)."""
+    table = _process_table()
+    found, stack = set(), [os.getpid()]
+    while stack:
+        parent = stack.pop()
+        for pid, (ppid, state) in table.items():
+            if ppid == parent and pid not in found:
+                stack.append(pid)
+                if state != "Z":
+                    found.add(pid)
+    return found
+
+
+def reap_adopted_zombies() -> None:
+    """Wait for exited processes this (subreaper) test process adopted."""
+    for pid, (ppid, state) in _process_table().items():
+        if ppid == os.getpid() and state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)

@@ -56,6 +56,7 @@ from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
 from evoengine.evaluation.sandbox.base import Limits
 from evoengine.evaluation.sandbox.process import ProcessSandbox
+from tests.conftest import live_descendants, reap_adopted_zombies
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -176,38 +177,6 @@ def priority(item, bins):
 # --------------------------------------------------------------------- the host side
 
 
-def _process_table() -> dict[int, tuple[int, str]]:
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rpartition(b")")[2].split()
-                table[int(name)] = (int(fields[1]), fields[0].decode())
-            except (OSError, IndexError, ValueError):
-                continue
-    return table
-
-
-def live_descendants() -> set[int]:
-    """Non-zombie descendants of this test process."""
-    table = _process_table()
-    found, stack = set(), [os.getpid()]
-    while stack:
-        parent = stack.pop()
-        for pid, (ppid, state) in table.items():
-            if ppid == parent and pid not in found:
-                stack.append(pid)
-                if state != "Z":
-                    found.add(pid)
-    return found
-
-
-def _reap_adopted_zombies() -> None:
-    for pid, (ppid, state) in _process_table().items():
-        if ppid == os.getpid() and state == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
 
 
 def _load_module(path: Path, name: str) -> types.ModuleType:
@@ -315,7 +284,7 @@ def _subreaper() -> Iterator[None]:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     yield
     libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    _reap_adopted_zombies()
+    reap_adopted_zombies()
 
 
 @pytest.fixture(scope="module")
@@ -495,7 +464,7 @@ class Bench:
         """Close the pool, so that the next evaluation starts a fresh one: after a
         failed case, so that one weakness does not fail the cases that follow it."""
         self.loop.run(self.backend.close())
-        _reap_adopted_zombies()
+        reap_adopted_zombies()
 
     def assert_nothing_left(self) -> None:
         problems = self.watch.leftovers()
@@ -532,7 +501,7 @@ def bench(request: pytest.FixtureRequest, host: Host) -> Iterator[Bench]:
     finally:
         loop.run(backend.close())
         loop.close()
-        _reap_adopted_zombies()
+        reap_adopted_zombies()
         left = watch.after_close()
     assert not left, "; ".join(left)
 
@@ -1049,4 +1018,4 @@ def test_without_a_candidate_process_the_attacks_reach_the_harness(host: Host) -
     finally:
         loop.run(backend.close())
         loop.close()
-        _reap_adopted_zombies()
+        reap_adopted_zombies()

@@ -10,7 +10,6 @@ show up among our descendants.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import os
 import signal
@@ -26,6 +25,7 @@ import pytest
 from evoengine.evaluation.result import ErrorKind
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits, RawOutput
 from evoengine.evaluation.sandbox.process import ProcessSandbox
+from tests.conftest import live_descendants, reap_adopted_zombies
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -36,31 +36,6 @@ LIMITS = Limits(timeout_s=2.0, cpu_s=5, memory_mb=512, max_processes=16, max_fil
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def _process_states() -> dict[int, tuple[int, str]]:
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rpartition(b")")[2].split()
-                table[int(name)] = (int(fields[1]), fields[0].decode())
-            except (OSError, IndexError, ValueError):
-                continue
-    return table
-
-
-def live_descendants() -> set[int]:
-    """Non-zombie descendants of this test process."""
-    table = _process_states()
-    found, stack = set(), [os.getpid()]
-    while stack:
-        parent = stack.pop()
-        for pid, (ppid, state) in table.items():
-            if ppid == parent and pid not in found:
-                stack.append(pid)
-                if state != "Z":
-                    found.add(pid)
-    return found
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,10 +44,7 @@ def _subreaper() -> Iterator[None]:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     yield
     libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    for pid, (ppid, state) in _process_states().items():
-        if ppid == os.getpid() and state == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+    reap_adopted_zombies()
 
 
 @pytest.fixture
