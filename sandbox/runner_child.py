@@ -71,12 +71,19 @@ def ignore_signals() -> dict[int, Any]:
     return saved
 
 
+# What a fresh Python interpreter starts with; every other signal is SIG_DFL.
+_PYTHON_DISPOSITIONS = {signal.SIGINT: signal.default_int_handler,
+                        signal.SIGPIPE: signal.SIG_IGN, signal.SIGXFSZ: signal.SIG_IGN}
+
+
 def restore_signals(saved: dict[int, Any]) -> None:
-    """Give a forked child the dispositions the runner started with (SIGINT raises
-    KeyboardInterrupt again, SIGTERM kills): ignored signals survive exec()."""
-    for sig, handler in saved.items():
+    """Give a forked child a fresh interpreter's dispositions for the signals the
+    runner ignores (SIGINT raises KeyboardInterrupt, SIGTERM kills, ...), whatever
+    the host inherited: a host started with SIGINT ignored (a background job) must
+    not pass that on to candidates. Ignored signals would also survive exec()."""
+    for sig in saved:
         try:
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            signal.signal(sig, _PYTHON_DISPOSITIONS.get(sig, signal.SIG_DFL))
         except (OSError, ValueError, RuntimeError):
             continue
 
