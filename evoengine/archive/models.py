@@ -100,6 +100,7 @@ class MutationCall(Base):
     outcome: Mapped[str] = mapped_column(String(32))  # applied | noop | duplicate | rejected
     operator: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
+    adapter: Mapped[str | None] = mapped_column(String(200))  # LoRA adapter name, if any
     edit: Mapped[str] = mapped_column(Text, default="")
     prompt: Mapped[str] = mapped_column(Text, default="")
     response: Mapped[str] = mapped_column(Text, default="")

@@ -148,6 +148,7 @@ class ArchiveStore:
                 run_id=self.run_id, step=record.step, parent_id=record.parent_id,
                 program_id=program_id, outcome=record.outcome,
                 operator=child.operator if child else "", model=child.model if child else "",
+                adapter=child.adapter if child else None,
                 edit=child.edit if child else "", prompt=child.prompt if child else "",
                 response=child.response if child else "",
                 prompt_tokens=child.prompt_tokens if child else 0,

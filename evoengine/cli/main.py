@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from evoengine.archive.store import StoreError
 from evoengine.cli.sandbox_cmd import add_sandbox_parser, sandbox_command
 from evoengine.config.compose import ConfigError
 from evoengine.controller.loop import RunError
+from evoengine.errors import UserError
 from evoengine.evaluation.problem import ProblemError
 from evoengine.llm.types import LLMError
 from evoengine.mutation.evolve_block import EvolveBlockError
 from evoengine.mutation.prompts import PromptError
 
-USER_ERRORS = (ConfigError, StoreError, ProblemError, RunError, EvolveBlockError,
+USER_ERRORS = (UserError, ConfigError, StoreError, ProblemError, RunError, EvolveBlockError,
                PromptError, LLMError)
 
 EPILOG = """examples:
@@ -24,6 +27,17 @@ EPILOG = """examples:
   evo problems
   evo sandbox build && evo sandbox status
 """
+
+#: Subcommands that live in a module of their own. Each module defines
+#: ``add_parser(commands)`` (register the subcommand; keep imports there light) and
+#: ``command(args) -> int`` (run it; import heavy dependencies inside). Add a line here
+#: to add a subcommand.
+PLUGGED_COMMANDS: dict[str, str] = {
+}
+
+
+def plugged_module(command: str) -> ModuleType:
+    return importlib.import_module(PLUGGED_COMMANDS[command])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     commands.add_parser("problems", help="list the known problems")
     add_sandbox_parser(commands)
+    for name in PLUGGED_COMMANDS:
+        plugged_module(name).add_parser(commands)
     return parser
 
 
@@ -63,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             return eval_command(args.overrides)
         if args.command == "sandbox":
             return sandbox_command(args)
+        if args.command in PLUGGED_COMMANDS:
+            return plugged_module(args.command).command(args)
         from evoengine.cli.problems_cmd import problems_command
 
         return problems_command()

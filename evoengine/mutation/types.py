@@ -25,6 +25,7 @@ class Child:
     code: str
     operator: str  # e.g. "gp:perturb_constant", "gp:crossover", "diff", "full", "crossover"
     model: str  # "gp" for the offline mutator, else the model name
+    adapter: str | None = None  # the LoRA adapter that sampled it (RL in the loop), if any
     edit: str = ""  # a human-readable description or the diff that produced the child
     prompt: str = ""
     response: str = ""
