@@ -221,7 +221,8 @@ def command(engine: str, mode: str, work: Path, run: str, args: argparse.Namespa
             f"search.llm_concurrency={concurrency}", f"search.eval_concurrency={concurrency}",
             f"search.max_evaluations={iterations + 1}",  # + the seed, as OpenEvolve does
             "llm.edit_probabilities.diff=1", "llm.edit_probabilities.full=0",
-            "llm.edit_probabilities.crossover=0", f"name={run}", f"runs_dir={work}"]
+            "llm.edit_probabilities.crossover=0", f"name={run}", f"runs_dir={work}",
+            f"problem.candidate_process={args.candidate_process}"]
 
 
 def count_evaluations(engine: str, work: Path, run: str) -> int:
@@ -336,6 +337,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pool-size", type=int, default=None,
                         help="evoengine's sandbox.pool_size (default: --concurrency)")
+    parser.add_argument("--candidate-process", choices=("true", "false"), default="true",
+                        help="evoengine's problem.candidate_process (default true: the "
+                             "candidate in a process of its own, called over a pipe; false: "
+                             "imported into the harness, as OpenEvolve's evaluator does)")
     parser.add_argument("--openevolve-version", default=OPENEVOLVE_VERSION)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders and logs")
@@ -380,6 +385,7 @@ def main() -> None:
         {"machine": machine, "openevolve_version": version, "evoengine_commit": commit,
          "iterations": args.iterations, "concurrency": args.concurrency,
          "pool_size": args.pool_size, "repeats": args.repeats,
+         "candidate_process": args.candidate_process,
          "one_eval_cpu_ms": one_eval_ms, "summary": summary,
          "runs": runs}, indent=2))
 
