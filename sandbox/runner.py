@@ -17,7 +17,7 @@ can corrupt it): frames of a 4-byte big-endian length and UTF-8 JSON.
 * ``{"type": "setup", "harness_path", "module_name", "preload", "candidate_process"}``,
   then one frame whose body is the instances as JSON (kept unparsed in a memfd:
   ``runner_channel.store_frame``) -> ``{"type": "ready", "ok", "message"}``
-* ``{"type": "eval", "code", "limits": {...}}`` -> ``{"type": "result", "ok",
+* ``{"type": "eval", "code", "limits": {...}, "env"?: {...}}`` -> ``{"type": "result", "ok",
   "output_json", "error", "message", "stderr_tail", "wall_s", "cpu_s", "retire"}``;
   ``output_json`` is the harness's return value as JSON text (untrusted, the host
   decodes it); ``retire`` asks the host to replace this runner.
@@ -122,8 +122,10 @@ class Runner:
         gc.freeze()  # collections in a child then leave the shared warm heap uncopied
         return {"type": "ready", "ok": True, "message": "; ".join(warnings)}
 
-    def evaluate(self, code: str, limits: dict[str, Any]) -> dict:
-        """Fork one child for ``code``, supervise it, sweep, clean up, classify."""
+    def evaluate(self, code: str, limits: dict[str, Any],
+                 env: dict[str, str] | None = None) -> dict:
+        """Fork one child for ``code``, supervise it, sweep, clean up, classify.
+        ``env``: variables this evaluation's child gets (e.g. a service's token)."""
         if self.harness is None:
             raise RuntimeError("eval before setup")
         out_fd, out_path = tempfile.mkstemp(prefix="eval-", suffix=".out", dir=self.root)
@@ -136,7 +138,7 @@ class Runner:
                 f.write(code)
             if self.drop_to_nobody:
                 os.chown(path, child.NOBODY, child.NOBODY)
-            outcome = self._fork_and_watch(code, workdir, out_fd, limits)
+            outcome = self._fork_and_watch(code, workdir, out_fd, limits, env or {})
         finally:
             clean = sysos.sweep()
             tail = _read_tail(out_fd)
@@ -181,7 +183,7 @@ class Runner:
         return count
 
     def _fork_and_watch(self, code: str, workdir: str, out_fd: int,
-                        limits: dict[str, Any]) -> dict[str, Any]:
+                        limits: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
         # + 1: the candidate process, when there is one, is ours, not the candidate's
         nproc = (self._tasks_of_sandbox_uid() + int(limits["max_processes"])
                  + int(self.candidate_process))
@@ -203,6 +205,7 @@ class Runner:
         pid = os.fork()
         if pid == 0:
             try:
+                os.environ.update({str(k): str(v) for k, v in env.items()})
                 child.run_child(body=body, job=job, out_fd=out_fd, result_fd=write_fd,
                                 keep_fds=keep, limits=limits, nproc=nproc,
                                 drop_to_nobody=self.drop_to_nobody, signals=self.signals,
@@ -289,6 +292,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="size of the tmpfs put on --root for the work dirs")
     parser.add_argument("--keep", action="append", default=[],
                         help="a path the runner must still read in its mount namespace")
+    parser.add_argument("--hide", action="append", default=[],
+                        help="a folder candidates must not read (covered by an empty tmpfs)")
     parser.add_argument("--folder", default=None,
                         help="the host's folder for this runner, deleted when we exit on EOF")
     return parser.parse_args(argv)
@@ -321,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(root, 0o711)  # nobody may enter its own work dir, not list the others
     isolated, private = sysos.enter_namespaces(network=not args.no_netns,
                                                files=not args.no_mountns)
-    files = private and sysos.isolate_files(root, args.work_mb, [*sys.path, *args.keep])
+    files = private and sysos.isolate_files(root, args.work_mb, [*sys.path, *args.keep],
+                                            hide=args.hide)
     os.chdir(root)  # not the host folder we were started in
     sysos.prctl(sysos.PR_SET_CHILD_SUBREAPER, 1)
     sysos.prctl(sysos.PR_SET_DUMPABLE, 0)  # a same-uid candidate cannot ptrace us
@@ -357,7 +363,8 @@ def _serve(runner: Runner, proto_in: int, proto_out: int) -> None:
                     return
                 reply = runner.setup(message, stored)
             elif kind == "eval":
-                reply = runner.evaluate(message["code"], message["limits"])
+                reply = runner.evaluate(message["code"], message["limits"],
+                                        message.get("env"))
             else:
                 raise ValueError(f"unknown message type {kind!r}")
         except Exception as exc:

@@ -169,15 +169,21 @@ def seal_shared_dirs(needed: list[str]) -> None:
                   "size=64k,nr_inodes=16,mode=1777")
 
 
-def isolate_files(root: str, work_mb: int, needed: list[str]) -> bool:
+def isolate_files(root: str, work_mb: int, needed: list[str],
+                  hide: list[str] | tuple[str, ...] = ()) -> bool:
     """In the private mount namespace ``enter_namespaces`` made: stop mounts from
-    propagating to the host, seal the shared folders, and put a tmpfs of
+    propagating to the host, seal the shared folders, cover each folder in ``hide``
+    (a problem's hidden test data) with an empty read-only tmpfs, and put a tmpfs of
     ``work_mb`` MiB on ``root``, so every work dir lives in capped memory and
     vanishes with us. False (a warning on stderr) when any step failed."""
     mode = "0711" if os.geteuid() == 0 else "0700"
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         seal_shared_dirs([root, *needed])
+        for folder in hide:
+            if os.path.isdir(folder):
+                mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      "size=4k,nr_inodes=16,mode=0555")
         mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV,
               f"size={work_mb}m,nr_inodes={work_mb * 256},mode={mode}")
     except OSError as exc:

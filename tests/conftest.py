@@ -29,6 +29,22 @@ def run_evo(tmp_path: Path):
     return _run
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (tests/pg_server.py)."""
+    from tests.pg_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()
+
+
 def archive_rows(db_path: Path, query: str) -> list[tuple]:
     with sqlite3.connect(db_path) as conn:
         return conn.execute(query).fetchall()

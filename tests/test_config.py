@@ -69,3 +69,10 @@ def test_seed_must_define_the_entry_function(tmp_path: Path) -> None:
     config, _ = load_run_config(["problem=bin_packing", "problem.entry=heuristic"])
     with pytest.raises(ProblemError, match="defines no function 'heuristic'"):
         Problem(config.problem)
+
+
+def test_a_problem_that_serves_a_model_to_candidates_refuses_ray() -> None:
+    """The agent's model proxy lives on the controller's machine: Ray nodes cannot
+    reach it, so executor=ray is refused before anything starts."""
+    with pytest.raises(ConfigError, match="executor.kind: .*use executor=local"):
+        load_run_config(["problem=agent", "executor=ray", "llm=openai"])

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from evoengine.archive.store import ArchiveStore, make_engine, sqlite_url
+from evoengine.config.checks import ConfigValueError
 from evoengine.config.schema import (
-    ConfigValueError,
     EditProbabilities,
     LLMConfig,
     ModelConfig,

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, case, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import aliased
 
 from evoengine.archive.models import (
-    Base,
     Evaluation,
     LLMCall,
     MutationCall,
@@ -26,6 +26,7 @@ from evoengine.archive.models import (
     utcnow,
 )
 from evoengine.archive.records import ProgramRecord, cell_from_text, cell_to_text
+from evoengine.archive.schema_migrate import migrate
 from evoengine.evaluation.result import EvaluationResult
 from evoengine.mutation.types import Child
 
@@ -39,8 +40,22 @@ def sqlite_url(path: Path) -> str:
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
-    """Create the engine; SQLite gets WAL mode, NORMAL sync and foreign keys."""
-    engine = create_engine(url, echo=echo)
+    """Create the engine and bring the schema up to date (Alembic, see
+    ``schema_migrate``); SQLite gets WAL mode, NORMAL sync and foreign keys.
+    PostgreSQL connections are checked before use (``pool_pre_ping``): a database
+    restart during a long run costs a reconnect, not the run."""
+    try:
+        if url.startswith("postgresql"):
+            engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        else:
+            engine = create_engine(url, echo=echo)
+    except ModuleNotFoundError as exc:
+        raise StoreError(f"db.url needs the {exc.name} driver: pip install "
+                         "'evoengine[postgres]' (psycopg) or use a URL of an installed "
+                         "driver") from exc
+    except ArgumentError as exc:
+        raise StoreError(f"db.url {url!r} is not a database URL ({exc}); e.g. "
+                         "postgresql+psycopg://user:password@host:5432/dbname") from exc
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -52,7 +67,14 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
 
-    Base.metadata.create_all(engine)
+    try:
+        migrate(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise StoreError(f"cannot open the archive database "
+                         f"{engine.url.render_as_string(hide_password=True)}: {reason}; "
+                         "check db.url and that the server is running") from exc
     return engine
 
 
@@ -78,8 +100,12 @@ _INSERT_PROGRAM = insert(_PROGRAMS)
 _INSERT_EVALUATION = insert(_EVALUATIONS)
 _INSERT_MUTATION_CALL = insert(_MUTATION_CALLS)
 _INSERT_LLM_CALL = insert(_LLM_CALLS)
+# Progress only moves forward: with two writers on one run row (PostgreSQL re-reads a
+# row it waited for), a late, older update cannot take back a newer one.
 _UPDATE_RUN_PROGRESS = update(_RUNS).where(_RUNS.c.id == bindparam("run_id_")).values(
-    elapsed_s=bindparam("elapsed_s"), cost=bindparam("cost"))
+    elapsed_s=case((_RUNS.c.elapsed_s > bindparam("elapsed_s"), _RUNS.c.elapsed_s),
+                   else_=bindparam("elapsed_s")),
+    cost=case((_RUNS.c.cost > bindparam("cost"), _RUNS.c.cost), else_=bindparam("cost")))
 
 
 class ArchiveStore:
@@ -98,8 +124,12 @@ class ArchiveStore:
             if existing is not None:
                 raise StoreError(f"a run named {name!r} already exists in this database; "
                                  f"use `evo resume` or pick another name=")
-            result = conn.execute(insert(Run).values(
-                name=name, problem=problem, seed=seed, config=config, status="running"))
+            try:  # another controller may take the name between the check and here
+                result = conn.execute(insert(Run).values(
+                    name=name, problem=problem, seed=seed, config=config, status="running"))
+            except IntegrityError as exc:
+                raise StoreError(f"a run named {name!r} already exists in this database; "
+                                 f"use `evo resume` or pick another name=") from exc
             return cls(engine, int(result.inserted_primary_key[0]))
 
     @classmethod

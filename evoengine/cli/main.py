@@ -33,6 +33,11 @@ EPILOG = """examples:
 #: ``command(args) -> int`` (run it; import heavy dependencies inside). Add a line here
 #: to add a subcommand.
 PLUGGED_COMMANDS: dict[str, str] = {
+    "browse": "evoengine.cli.browse_cmd",
+    "report": "evoengine.cli.report_cmd",
+    "export": "evoengine.cli.export_cmd",
+    "train": "evoengine.cli.train_cmd",
+    "new-problem": "evoengine.cli.new_problem_cmd",
 }
 
 

@@ -14,6 +14,12 @@ from evoengine.controller.dashboard import Dashboard
 from evoengine.controller.loop import STOPPED_BY_USER, Controller
 from evoengine.controller.setup import RunContext, reopen_run, start_run
 from evoengine.controller.stats import RunStats
+from evoengine.controller.summary import (
+    UNTRUSTED_SCORE_NOTE,
+    ValidatedProgram,
+    summary_lines,
+    validate_best,
+)
 
 BEST_PROGRAM_FILE = "best_program.py"
 
@@ -27,7 +33,9 @@ def run_command(overrides: list[str], show_config: bool = False) -> int:
 
 
 def resume_command(run_dir: str, overrides: list[str]) -> int:
-    return execute(reopen_run(Path(run_dir), overrides), resumed=True)
+    # a database URL stays a string: Path() would fold its "//"
+    target = run_dir if "://" in run_dir else Path(run_dir)
+    return execute(reopen_run(target, overrides), resumed=True)
 
 
 def execute(ctx: RunContext, resumed: bool = False) -> int:
@@ -36,33 +44,41 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
     config = ctx.config
     verb = "resuming" if resumed else "starting"
     console.print(f"{verb} run [bold]{config.name}[/] in {ctx.run_dir}")
-    for note in ctx.notes:
-        console.print(note)
     stats = RunStats(run_name=config.name or "", problem=config.problem.name,
                      mutator=ctx.mutator.name, sandbox=ctx.backend.name,
                      max_evaluations=config.search.max_evaluations)
-    controller = Controller(ctx, stats)
+    controller = Controller(ctx, stats)  # may add notes (rl.enabled)
+    for note in ctx.notes:
+        console.print(note)
+    if not config.problem.trusted_score:
+        console.print(f"[yellow]{UNTRUSTED_SCORE_NOTE}[/]")
+        stats.message = UNTRUSTED_SCORE_NOTE
+    validated: list[ValidatedProgram] = []
     status = "failed"
     try:
         with Dashboard(stats, config.ui, console) as dashboard:
             controller.on_step = dashboard.tick
-            asyncio.run(_drive(ctx, controller))
+            validated = asyncio.run(_drive(ctx, controller))
         status = "interrupted" if controller.stop_reason == STOPPED_BY_USER else "finished"
     finally:
         ctx.store.set_status(status, controller.elapsed_s, stats.cost)
     console.print(f"run {status}: {controller.stop_reason or 'done'}")
-    _summarise(ctx, console)
+    _summarise(ctx, console, validated)
     return 0
 
 
-async def _drive(ctx: RunContext, controller: Controller) -> None:
+async def _drive(ctx: RunContext, controller: Controller) -> list[ValidatedProgram]:
+    """Run the search, then score its best programs on validation (not when stopped
+    by the user: they asked to stop, and `evo resume` will do it)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, controller.request_stop)
     try:
         await controller.run()
         if controller.stop_reason != STOPPED_BY_USER:
-            await _validate_best(ctx)
+            return await validate_best(ctx.archive, ctx.evaluator, ctx.store,
+                                       ctx.config.search.validate_top, controller.charge)
+        return []
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -72,19 +88,7 @@ async def _drive(ctx: RunContext, controller: Controller) -> None:
             await close_mutator()
 
 
-async def _validate_best(ctx: RunContext) -> None:
-    """Score the best program on the validation split (the search never sees it)."""
-    best = ctx.archive.best
-    if best is None or "validation" not in ctx.problem.splits:
-        return
-    if best.validation_score is not None:
-        return
-    result = await ctx.evaluator.evaluate(best.code, "validation")
-    ctx.store.set_validation_score(best.id, result)
-    best.validation_score = result.score
-
-
-def _summarise(ctx: RunContext, console: Console) -> None:
+def _summarise(ctx: RunContext, console: Console, validated: list[ValidatedProgram]) -> None:
     best = ctx.archive.best
     if best is None:
         console.print("no valid program was found")
@@ -101,7 +105,12 @@ def _summarise(ctx: RunContext, console: Console) -> None:
     console.print(f"  code             {best_path}")
     console.print(f"  archive          {ctx.db_url} ({ctx.archive.programs} programs, "
                   f"{ctx.archive.evaluations} evaluations)")
+    for line in summary_lines(validated, "validation" in ctx.problem.splits,
+                              ctx.config.problem.trusted_score):
+        console.print(line, markup=False)
     known = discover_problems().get(ctx.problem.name) == ctx.problem.folder
     problem = ctx.problem.name if known else str(ctx.problem.folder)
-    console.print(f"next: evo eval problem={problem} program={best_path} split=test"
-                  f"  |  evo resume {ctx.run_dir} search.max_evaluations=N")
+    split = next((s for s in ("test", "validation") if s in ctx.problem.splits), "train")
+    console.print(f"next: evo eval problem={problem} program={best_path} split={split}"
+                  f"  |  evo resume {ctx.run_dir} search.max_evaluations=N", markup=False)
+    console.print(f"look:  evo browse {ctx.run_dir}  |  evo report {ctx.run_dir}", markup=False)

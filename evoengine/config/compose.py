@@ -3,7 +3,9 @@
 Problems are config-group options too: every ``problems/<name>/problem.yaml`` (in the
 engine's own ``problems/`` and in ``./problems`` of the working directory) is
 registered as ``problem=<name>``. ``problem=<directory>`` registers that folder under
-its basename first, so a problem can live anywhere.
+its basename first, so a problem can live anywhere. A folder in OpenEvolve's format
+(``initial_program.py`` + ``evaluator.py``, no ``problem.yaml``) is a problem too:
+:mod:`evoengine.authoring.openevolve_format` reads it into a ``ProblemConfig``.
 
 Every error a user can cause here is a :class:`ConfigError` whose message is one line
 naming the key and what to do.
@@ -22,7 +24,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evoengine.config.schema import ConfigValueError, ProblemConfig, RunConfig
+from evoengine.authoring.openevolve_format import is_openevolve_dir, problem_dict
+from evoengine.config.checks import ConfigValueError
+from evoengine.config.schema import ProblemConfig, RunConfig
 from evoengine.paths import resource_dir
 
 
@@ -41,11 +45,15 @@ def problem_search_dirs() -> list[Path]:
 
 
 def load_problem_yaml(folder: Path) -> DictConfig:
-    """Load and type-check ``folder/problem.yaml``; ``path`` is set to the folder."""
+    """Load and type-check ``folder/problem.yaml`` (or read an OpenEvolve-format dir);
+    ``path`` is set to the folder."""
     yaml_path = folder / "problem.yaml"
+    if is_openevolve_dir(folder):
+        return OmegaConf.merge(OmegaConf.structured(ProblemConfig), problem_dict(folder))
     if not yaml_path.is_file():
-        raise ConfigError(f"{folder} is not a problem folder: it has no problem.yaml "
-                          "(see `evo problems` for the known ones)")
+        raise ConfigError(f"{folder} is not a problem folder: it has no problem.yaml, nor "
+                          "initial_program.py + evaluator.py (OpenEvolve's format); see "
+                          "`evo problems` for the known ones")
     try:
         node = OmegaConf.merge(OmegaConf.structured(ProblemConfig), OmegaConf.load(yaml_path))
     except OmegaConfBaseException as exc:
@@ -62,6 +70,9 @@ def discover_problems() -> dict[str, Path]:
     for base in problem_search_dirs():
         for yaml_path in sorted(base.glob("*/problem.yaml")):
             found.setdefault(yaml_path.parent.name, yaml_path.parent)
+        for evaluator in sorted(base.glob("*/evaluator.py")):
+            if is_openevolve_dir(evaluator.parent):
+                found.setdefault(evaluator.parent.name, evaluator.parent)
     return found
 
 

@@ -13,18 +13,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
-
-class ConfigValueError(ValueError):
-    """A config value is out of range; ``key`` is its dotted path."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigValueError(key, message)
+from evoengine.config.checks import require as _require
+from evoengine.config.rl_schema import RLConfig
+from evoengine.config.scale_schema import ExecutorConfig, RayConfig
 
 
 @dataclass
@@ -46,6 +37,16 @@ class SplitConfig:
     """An instance set. ``spec`` is passed to the problem's ``load_instances``."""
 
     spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CascadeStageConfig:
+    """One stage of an evaluation cascade: the first ``instances`` train instances
+    (null: all of them); the candidate goes on to the next stage only if its score
+    here is at least ``threshold``."""
+
+    instances: int | None = None
+    threshold: float = float("-inf")
 
 
 @dataclass
@@ -79,9 +80,35 @@ class ProblemConfig:
     # (circle packing: any valid packing counts), never for ones where the output
     # must come from the evolved function (online bin packing).
     candidate_process: bool = True
+    # False when the score is computed inside the sandbox by the problem's own code
+    # (OpenEvolve-format dirs): a candidate could forge it; runs say so.
+    trusted_score: bool = True
+    # A seed without EVOLVE-BLOCK markers is evolvable as a whole (OpenEvolve-format
+    # dirs); False: such a seed is an error.
+    evolve_whole_file: bool = False
+    # Hidden-test problems (problems/agent): a second harness, run in a sandbox call of
+    # its own on the candidate harness's raw output; score.py scores what it returns,
+    # so the candidate's own output never decides its score. The problem's data/
+    # folder is then hidden from every sandboxed run.
+    grader: str | None = None
+    # Staged evaluation on train (evoengine/evaluation/cascade.py); empty: one stage.
+    cascade: list[CascadeStageConfig] = field(default_factory=list)
+    requires_llm: bool = False  # the candidate calls a model: llm=gp cannot run it
+    # The metered model proxy (evoengine/llm/sandbox_proxy.py): calls and tokens one
+    # evaluation may use; 0 calls: no proxy. 0 tokens: no token cap.
+    llm_calls_per_evaluation: int = 0
+    llm_tokens_per_evaluation: int = 0
+    improve_harness: str | None = None  # mutation.self_modify: runs the agent's improve()
 
     def validate(self) -> None:
         _require(self.timeout_s > 0, "problem.timeout_s", "must be positive")
+        for i, stage in enumerate(self.cascade):
+            _require(stage.instances is None or stage.instances >= 1,
+                     f"problem.cascade.{i}.instances", "must be at least 1 (or null: all)")
+        _require(self.llm_calls_per_evaluation >= 0, "problem.llm_calls_per_evaluation",
+                 "must be >= 0")
+        _require(self.llm_tokens_per_evaluation >= 0, "problem.llm_tokens_per_evaluation",
+                 "must be >= 0")
         _require(self.cpu_s > 0, "problem.cpu_s", "must be positive")
         _require(self.memory_mb >= 64, "problem.memory_mb", "must be at least 64")
         _require("train" in self.splits, "problem.splits.train",
@@ -280,9 +307,13 @@ class SearchConfig:
     code_length: FeatureDimConfig = field(
         default_factory=lambda: FeatureDimConfig(name="code_length", min=0, max=2000, bins=8))
     features: list[FeatureDimConfig] = field(default_factory=list)  # empty: problem's
+    # At the end of `evo run`: score this many best programs (by train score) on the
+    # validation split, which the search never sees, and show the gap (0: none).
+    validate_top: int = 3
 
     def validate(self) -> None:
         _require(self.max_evaluations >= 1, "search.max_evaluations", "must be at least 1")
+        _require(self.validate_top >= 0, "search.validate_top", "must be >= 0")
         _require(self.max_wall_seconds >= 0, "search.max_wall_seconds", "must be >= 0")
         _require(self.max_cost >= 0, "search.max_cost", "must be >= 0")
         _require(self.llm_concurrency >= 1, "search.llm_concurrency", "must be at least 1")
@@ -315,6 +346,9 @@ class MutationConfig:
     # | auto (embedding when installed, else text)
     novelty_backend: str = "text"
     novelty_window: int = 200  # compare with at most this many recent programs per island
+    # Darwin Goedel Machine style: each child is the parent agent's own improve() run in
+    # the sandbox (problem.improve_harness; evoengine/mutation/self_modify.py).
+    self_modify: bool = False
 
     def validate(self) -> None:
         _require(0 < self.novelty_threshold <= 1, "mutation.novelty_threshold",
@@ -334,6 +368,9 @@ class RunConfig:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     db: DBConfig = field(default_factory=DBConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0
     name: str | None = None  # default: <problem>-<date>-<time>
     runs_dir: str = "runs"
@@ -344,3 +381,10 @@ class RunConfig:
                  f"unknown ui {self.ui!r}; choose auto, rich, plain or none")
         _require(self.name is None or ("/" not in self.name and self.name not in ("", ".", "..")),
                  "name", "must be a plain folder name")
+        _require(not self.rl.enabled or (self.llm.provider == "vllm" and not self.llm.replay),
+                 "rl.enabled", "fine-tunes an in-process model: use llm=vllm (no llm.replay)")
+        # The model proxy is a socket on this machine, and its token changes with every
+        # evaluation: Ray nodes can reach neither.
+        _require(self.executor.kind == "local" or self.problem.llm_calls_per_evaluation <= 0,
+                 "executor.kind", f"problem {self.problem.name!r} serves a model to its "
+                 "candidates through this machine's proxy: use executor=local")

@@ -23,6 +23,7 @@ from evoengine.evaluation.result import ErrorKind, EvaluationResult
 from evoengine.llm.recording import set_call_step
 from evoengine.mutation.evolve_block import EvolveBlockError, check_edit_confined
 from evoengine.mutation.types import Child
+from evoengine.rl.schedule import attach_rl
 
 STOPPED_BY_USER = "stopped by user"
 # A bad key or an unknown model will not get better by asking again; nor will a replay
@@ -56,8 +57,14 @@ class Controller:
         self.stop_reason = ""
         self._idle_steps = 0
         self.on_step: Callable[[], None] | None = None  # e.g. the dashboard's tick
+        self.rl = attach_rl(context)  # rl.enabled: train and swap adapters (rl/schedule.py)
 
     # --- control ------------------------------------------------------------------------
+    def charge(self, cost: float) -> None:
+        """Add spending outside the steps (validation of the best programs whose
+        candidates called a model) to the run's cost."""
+        self.stats.cost += cost
+
     def request_stop(self, reason: str = STOPPED_BY_USER) -> None:
         if not self._stop.is_set():
             self.stop_reason = reason
@@ -104,6 +111,8 @@ class Controller:
                     self._tell(tasks.pop(task), task.result())
         finally:
             stop_waiter.cancel()
+            if self.rl is not None:
+                await self.rl.close()
             for task in tasks:  # unfinished steps were never written: nothing is lost
                 task.cancel()
             if tasks:
@@ -118,6 +127,7 @@ class Controller:
             raise RunError(f"the seed program {self.ctx.problem.folder}/"
                            f"{self.ctx.problem.config.evolve_file} fails "
                            f"({result.error.value if result.error else 'invalid'}): {first}")
+        self.stats.cost += result.metrics.get("llm_cost", 0.0)
         seed = self._record(code, "initial", "seed", result, island=0)
         self.ctx.store.add_programs([(seed, result)])
         copies = []
@@ -203,6 +213,8 @@ class Controller:
             self.stats.cost += child.cost
             self.stats.prompt_tokens += child.prompt_tokens
             self.stats.completion_tokens += child.completion_tokens
+        if outcome.evaluation is not None:  # models the candidate called (problems/agent)
+            self.stats.cost += outcome.evaluation.metrics.get("llm_cost", 0.0)
         self.ctx.store.record_step(
             StepRecord(step=work.step, parent_id=work.parent.id, outcome=outcome.outcome,
                        child=child, program=program,
@@ -228,6 +240,8 @@ class Controller:
             self._idle_steps = 0
         if self.ctx.archive.migration_due():
             self._migrate()
+        if self.rl is not None:
+            self.rl.after_tell(self.ctx.archive.evaluations)
         self._refresh_stats()
         if self.on_step is not None:
             self.on_step()

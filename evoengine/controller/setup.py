@@ -21,7 +21,9 @@ from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
 from evoengine.evaluation.sandbox.factory import make_backend
 from evoengine.llm.factory import make_mutator
 from evoengine.llm.recording import CallLog
+from evoengine.llm.sandbox_proxy import SandboxLLMProxy, proxy_for
 from evoengine.mutation.novelty import NoveltyFilter, make_novelty_filter
+from evoengine.mutation.self_modify import SELF_MODIFY_NOTE, SelfModifyMutator, check_self_modify
 from evoengine.mutation.types import Mutator
 
 ARCHIVE_FILE = "archive.db"
@@ -69,26 +71,35 @@ class _Parts:
     call_log: CallLog  # model calls go to the run's llm_calls once its store exists
     novelty: NoveltyFilter | None
     novelty_note: str
+    proxy: SandboxLLMProxy | None = None  # the model candidates call (problems/agent)
+    proxy_note: str = ""
 
     @classmethod
     def build(cls, config: RunConfig) -> _Parts:
         problem = Problem(config.problem)
         call_log = CallLog()
         mutator, note = make_mutator(config.llm, config.problem, call_log)
+        proxy, proxy_note = proxy_for(config, mutator.name, call_log)
+        if config.mutation.self_modify:
+            check_self_modify(problem, proxy)
         novelty, novelty_note = make_novelty_filter(config.mutation)
         return cls(problem, mutator, note, feature_space(config), call_log, novelty,
-                   novelty_note)
+                   novelty_note, proxy, proxy_note)
 
     def assemble(self, config: RunConfig, run_dir: Path, db_url: str, store: ArchiveStore,
                  next_step: int) -> RunContext:
         self.call_log.bind(store)
-        backend, sandbox_note = make_backend(config.sandbox)
+        backend, sandbox_note = make_backend(config.sandbox, config.executor, config.ray)
+        evaluator = Evaluator(self.problem, backend, limits_for(config), self.proxy)
+        mutator, mutator_note = self.mutator, self.mutator_note
+        if config.mutation.self_modify:  # children by the parent agent's own improve()
+            mutator, mutator_note = SelfModifyMutator(evaluator), SELF_MODIFY_NOTE
         return RunContext(
             config=config, run_dir=run_dir, db_url=db_url, store=store,
             archive=Archive(config.search, self.space, config.seed), problem=self.problem,
-            evaluator=Evaluator(self.problem, backend, limits_for(config)), backend=backend,
-            mutator=self.mutator,
-            notes=[n for n in (self.mutator_note, sandbox_note, self.novelty_note) if n],
+            evaluator=evaluator, backend=backend, mutator=mutator,
+            notes=[n for n in (mutator_note, self.proxy_note, sandbox_note,
+                               self.novelty_note) if n],
             next_step=next_step, novelty=self.novelty)
 
 
@@ -105,24 +116,36 @@ def start_run(config: RunConfig) -> RunContext:
     db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
     engine = make_engine(db_url, config.db.echo)
     plain = dataclasses.asdict(config)
-    OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
+    # The row first: on a shared database the name may be taken, and then the folder
+    # of that run (its config.yaml) must stay as it is.
     store = ArchiveStore.create_run(engine, config.name, config.problem.name, config.seed,
                                     plain)
+    OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
     return parts.assemble(config, run_dir, db_url, store, next_step=0)
 
 
-def reopen_run(run_dir: Path, overrides: list[str]) -> RunContext:
-    """Reopen ``run_dir`` (or a database URL) with its stored config plus ``overrides``."""
-    if "://" in str(run_dir):
-        db_url = str(run_dir)
+def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
+    """Reopen ``run_dir`` (or a database URL) with its stored config plus ``overrides``.
+
+    A run on a database server (``db.url``) keeps only its ``config.yaml`` in its
+    folder: the folder leads to the URL and the run's name. Given a URL of a database
+    holding several runs, ``name=`` among the overrides picks one."""
+    run_name = _override_value(overrides, "name")
+    url = _as_url(run_dir)
+    if url is not None:
+        db_url = url
     else:
         db_path = Path(run_dir) / ARCHIVE_FILE
-        if not db_path.is_file():
+        server_run = _server_run_of(Path(run_dir))
+        if db_path.is_file():
+            db_url = sqlite_url(db_path)
+        elif server_run is not None:
+            db_url, run_name = server_run
+        else:
             raise StoreError(f"{run_dir} holds no {ARCHIVE_FILE}; give the folder of a run "
                              "started with `evo run` (see runs/)")
-        db_url = sqlite_url(db_path)
     engine = make_engine(db_url)
-    store, run = ArchiveStore.open_run(engine)
+    store, run = ArchiveStore.open_run(engine, run_name)
     stored = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(run.config))
     try:
         merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(overrides))
@@ -131,7 +154,7 @@ def reopen_run(run_dir: Path, overrides: list[str]) -> RunContext:
     config = to_run_config(merged)
     parts = _Parts.build(config)
     store.set_config(dataclasses.asdict(config))
-    if "://" in str(run_dir):
+    if url is not None:
         run_dir = Path(config.runs_dir) / run.name
         run_dir.mkdir(parents=True, exist_ok=True)
     context = parts.assemble(config, Path(run_dir), db_url, store,
@@ -148,3 +171,26 @@ def reopen_run(run_dir: Path, overrides: list[str]) -> RunContext:
     context.prior_elapsed_s = run.elapsed_s
     context.prior_cost = run.cost
     return context
+
+
+def _as_url(run_dir: Path | str) -> str | None:
+    """``run_dir`` as a database URL (given as a string), or None for a folder."""
+    return run_dir if isinstance(run_dir, str) and "://" in run_dir else None
+
+
+def _server_run_of(run_dir: Path) -> tuple[str, str] | None:
+    """``(db.url, name)`` from the ``config.yaml`` of a run kept on a database server."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return None
+    saved = OmegaConf.load(config_path)
+    url = OmegaConf.select(saved, "db.url", default=None)
+    name = OmegaConf.select(saved, "name", default=None)
+    return (str(url), str(name)) if url and name else None
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    for override in overrides:
+        if override.startswith(f"{key}="):
+            return override.split("=", 1)[1]
+    return None

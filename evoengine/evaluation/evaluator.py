@@ -1,40 +1,111 @@
-"""Evaluate a candidate: untrusted run in the sandbox, trusted score on the host."""
+"""Evaluate a candidate: untrusted run in the sandbox, trusted score on the host.
+
+One evaluation is one or more stages (``cascade.py``); each stage runs the candidate
+on the first N instances and, for hidden-test problems, the grader on its raw output
+(``grading.py``), then scores on the host. Candidates that call a model get a session
+of the metered proxy (``evoengine/llm/sandbox_proxy.py``) for each sandbox run; what
+they spent is reported in the metrics ``llm_calls``, ``llm_tokens``, ``llm_cost`` and
+``llm_refused`` (summed over the stages), which the controller adds to the run's cost.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
+from typing import Any
 
+from evoengine.evaluation.cascade import Stage, passes, plan_stages
+from evoengine.evaluation.grading import EvaluationJobs, output_module
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
-from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
+from evoengine.evaluation.sandbox.base import HarnessJob, Limits, RawOutput, SandboxBackend
 from evoengine.evaluation.scoring import InvalidOutput, ScoreResult
+from evoengine.llm.sandbox_proxy import ProxySession, SandboxLLMProxy
 
 CODE_LENGTH = "code_length"
+LLM_COST = "llm_cost"  # the metric the controller adds to the run's cost
 
 
 class Evaluator:
     """Runs candidates of one problem through a sandbox backend and scores them."""
 
-    def __init__(self, problem: Problem, backend: SandboxBackend, limits: Limits) -> None:
+    def __init__(self, problem: Problem, backend: SandboxBackend, limits: Limits,
+                 proxy: SandboxLLMProxy | None = None) -> None:
         self.problem = problem
         self.backend = backend
         self.limits = limits
+        self.proxy = proxy
+        self.jobs = EvaluationJobs(problem)
 
     async def evaluate(self, code: str, split: str = "train") -> EvaluationResult:
-        job = self.problem.job(split)
-        raw = await self.backend.run(code, job, self.limits)
+        total = len(self.problem.instances(split))
+        stages = (plan_stages(self.problem.config.cascade, total) if split == "train"
+                  else [Stage(total)])
+        session = await self.open_session()  # one cap for the whole evaluation
+        try:
+            result = await self._run_stages(code, split, stages, total, session)
+        finally:
+            if session is not None and self.proxy is not None:
+                self.proxy.close_session(session)
+        if session is not None:
+            result.metrics = {**result.metrics, **session.metrics()}
+        return result
+
+    async def _run_stages(self, code: str, split: str, stages: list[Stage], total: int,
+                          session: ProxySession | None) -> EvaluationResult:
+        result = EvaluationResult(valid=False)
+        for index, stage in enumerate(stages):
+            result = await self._evaluate_stage(code, split, stage.count, session)
+            result.stage = index
+            if not result.valid or index == len(stages) - 1:
+                break
+            assert result.score is not None
+            if not passes(result.score, stage):
+                result.feedback = (f"cascade: stopped after stage {index + 1} of "
+                                   f"{len(stages)} ({stage.count} of {total} instances): "
+                                   f"score {result.score:.4g} < threshold "
+                                   f"{stage.threshold:g}\n{result.feedback}")
+                break
+        return result
+
+    async def open_session(self) -> ProxySession | None:
+        """A fresh proxy session (token and cap), or None without a proxy; the
+        caller closes it with ``proxy.close_session``."""
+        if self.proxy is None:
+            return None
+        await self.proxy.start()
+        return self.proxy.open_session()
+
+    async def run_with_model(self, code: str, job: HarnessJob, limits: Limits,
+                             session: ProxySession | None) -> RawOutput:
+        """Run ``job`` on ``code``; with a session, the sandbox sees the proxy's
+        socket folder (read-only) and the session's token in its environment."""
+        if session is not None and self.proxy is not None:
+            job = dataclasses.replace(job, env=(*job.env, *session.env(self.proxy.socket_path)),
+                                      shared_dirs=(*job.shared_dirs, self.proxy.folder))
+        return await self.backend.run(code, job, limits)
+
+    async def _evaluate_stage(self, code: str, split: str, count: int,
+                              session: ProxySession | None) -> EvaluationResult:
+        raw = await self.run_with_model(code, self.jobs.candidate(split, count),
+                                        self.limits, session)
         if not raw.ok:
-            feedback = raw.message
-            if raw.stderr_tail:
-                feedback += "\n--- output tail ---\n" + raw.stderr_tail
-            return EvaluationResult.failure(raw.error or ErrorKind.CRASH, feedback,
-                                            raw.wall_s, raw.cpu_s)
+            return _failure(raw)
+        output: Any = raw.output
+        cpu_s = raw.cpu_s
+        if self.jobs.graded:
+            graded = await self.backend.run(output_module(output),
+                                            self.jobs.grader(split, count), self.limits)
+            if not graded.ok:
+                graded.message = f"grader: {graded.message}"
+                return _failure(graded, raw.wall_s, raw.cpu_s)
+            output, cpu_s = graded.output, cpu_s + graded.cpu_s
         started = time.process_time()
         try:
-            scored = await asyncio.to_thread(self.problem.scorer.score, raw.output,
-                                             job.instances)
+            scored = await asyncio.to_thread(self.problem.scorer.score, output,
+                                             self.jobs.instances(split, count))
             _check_score(scored)
         except InvalidOutput as exc:
             return EvaluationResult.failure(ErrorKind.INVALID_OUTPUT, f"invalid output: {exc}",
@@ -50,7 +121,15 @@ class Evaluator:
             feedback += "\n--- output tail ---\n" + raw.stderr_tail
         return EvaluationResult(valid=True, score=float(scored.score), metrics=scored.metrics,
                                 features=features, feedback=feedback, wall_s=raw.wall_s,
-                                cpu_s=raw.cpu_s + (time.process_time() - started))
+                                cpu_s=cpu_s + (time.process_time() - started))
+
+
+def _failure(raw: RawOutput, wall_s: float = 0.0, cpu_s: float = 0.0) -> EvaluationResult:
+    feedback = raw.message
+    if raw.stderr_tail:
+        feedback += "\n--- output tail ---\n" + raw.stderr_tail
+    return EvaluationResult.failure(raw.error or ErrorKind.CRASH, feedback,
+                                    wall_s + raw.wall_s, cpu_s + raw.cpu_s)
 
 
 def _check_score(scored: object) -> None:

@@ -11,7 +11,17 @@ from typing import Any
 
 from evoengine.config.schema import ProblemConfig
 from evoengine.evaluation.sandbox.base import HarnessJob
-from evoengine.mutation.evolve_block import EvolveBlockError, split_evolve_block
+from evoengine.mutation.evolve_block import (
+    END_MARKER,
+    START_MARKER,
+    EvolveBlockError,
+    split_evolve_block,
+)
+from evoengine.paths import resource_dir
+
+#: ``harness``/``scorer`` values under this prefix name the engine's reusable
+#: evaluator kinds (DESIGN.md's ``evaluators/``) instead of files of the problem.
+ENGINE_EVALUATORS = "evaluators/"
 
 
 class ProblemError(ValueError):
@@ -40,24 +50,45 @@ class Problem:
         self.name = config.name
         for role, filename in (("seed", config.evolve_file), ("harness", config.harness),
                                ("scorer", config.scorer)):
-            if not (self.folder / filename).is_file():
+            if not self.resolve(filename).is_file():
                 raise ProblemError(f"{self.folder}: the {role} file {filename} is missing")
-        self.initial_code = (self.folder / config.evolve_file).read_text()
-        try:
-            split_evolve_block(self.initial_code)
-        except EvolveBlockError as exc:
-            raise ProblemError(f"{self.folder / config.evolve_file}: {exc}") from exc
+        self.initial_code = self._read_seed(config)
         self._check_entry(config)
-        self.harness_path = self.folder / config.harness
-        self.scorer = import_file(self.folder / config.scorer,
+        self.harness_path = self.resolve(config.harness)
+        self.scorer = import_file(self.resolve(config.scorer),
                                   f"evoengine_problem_{self.name}_score")
         for function in ("load_instances", "score"):
             if not callable(getattr(self.scorer, function, None)):
-                raise ProblemError(f"{self.folder / config.scorer} must define {function}()")
+                raise ProblemError(f"{self.resolve(config.scorer)} must define {function}()")
         self._instances: dict[str, list[Any]] = {}
 
+    def resolve(self, filename: str) -> Path:
+        """A problem file: in the problem's folder, or (``evaluators/...`` not found
+        there) in the engine's reusable evaluators."""
+        local = self.folder / filename
+        if filename.startswith(ENGINE_EVALUATORS) and not local.exists():
+            return resource_dir("evaluators") / filename[len(ENGINE_EVALUATORS):]
+        return local
+
+    def _read_seed(self, config: ProblemConfig) -> str:
+        """The seed's code; with ``evolve_whole_file`` and no markers, all of it is
+        wrapped in an EVOLVE-BLOCK (marker comments change nothing when it runs)."""
+        code = (self.folder / config.evolve_file).read_text()
+        try:
+            split_evolve_block(code)
+        except EvolveBlockError as exc:
+            no_markers = START_MARKER not in code and END_MARKER not in code
+            if config.evolve_whole_file and no_markers:
+                body = code if code.endswith("\n") or not code else code + "\n"
+                return f"{START_MARKER}\n{body}{END_MARKER}\n"
+            raise ProblemError(f"{self.folder / config.evolve_file}: {exc}") from exc
+        return code
+
     def _check_entry(self, config: ProblemConfig) -> None:
-        """The seed must define ``problem.entry`` at top level: the harness calls it."""
+        """The seed must define ``problem.entry`` at top level: the harness calls it.
+        An empty entry (OpenEvolve-format dirs: the evaluator decides) skips this."""
+        if not config.entry:
+            return
         try:
             tree = ast.parse(self.initial_code)
         except SyntaxError as exc:

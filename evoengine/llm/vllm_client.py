@@ -21,10 +21,14 @@ later with :meth:`VLLMClient.add_adapter` get the next unused id, and re-adding 
 with a different folder gives it a new id too (vLLM caches loaded weights by id, so an
 id is never reused for other weights). :meth:`VLLMClient.use_adapter` switches the
 adapter for requests queued from then on; requests already queued keep theirs (a batch
-that mixes adapters is split into one ``chat`` call per adapter). The engine is built
-with ``enable_lora=True`` only when an adapter is known by then (configured, or added
-before the first request), with ``max_lora_rank`` the smallest size vLLM accepts that
-holds the largest ``r`` in the adapters' ``adapter_config.json`` (16 when unknown).
+that mixes adapters is split into one ``chat`` call per adapter). :func:`served_adapter`
+tells the caller which adapter its last request in this task was queued with (the RL
+schedule labels each child with it). :meth:`VLLMClient.prepare_lora` builds the engine
+with LoRA even before any adapter exists (``rl.enabled`` adds them during the run).
+The engine is built with ``enable_lora=True`` only when an adapter is known by then
+(configured, or added before the first request), with ``max_lora_rank`` the smallest
+size vLLM accepts that holds the largest ``r`` in the adapters' ``adapter_config.json``
+(16 when unknown).
 
 Accounting. ``Completion.model`` is ``llm.model`` (the adapter is not part of the
 name); tokens are the lengths of the output's prompt and completion token ids; cost
@@ -56,6 +60,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +76,18 @@ MISSING_VLLM = "llm.provider=vllm needs vLLM and a GPU: pip install 'evoengine[v
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 DEFAULT_LORA_RANK = 16
 AdapterKey = tuple[str, int, str]  # (name, int id, folder): what a LoRARequest carries
+# The adapter of the last request queued in this task (a context variable: each
+# controller step is a task of its own, so concurrent steps do not see each other's).
+_SERVED_ADAPTER: ContextVar[str | None] = ContextVar("evoengine_vllm_adapter", default=None)
+
+
+def served_adapter() -> str | None:
+    """The LoRA adapter the current task's last vLLM request was queued with."""
+    return _SERVED_ADAPTER.get()
+
+
+def reset_served_adapter() -> None:
+    _SERVED_ADAPTER.set(None)
 
 
 @dataclass
@@ -159,6 +176,7 @@ class VLLMClient:
         self._engine_error: str | None = None
         self._engine_lora: bool | None = None  # LoRA on in the built engine
         self._engine_rank: int | None = None
+        self._min_rank: int | None = None  # prepare_lora: adapters to come
         self._pending: deque[_Request] = deque()
         self._wakeup: asyncio.Event | None = None
         self._batcher: asyncio.Task[None] | None = None
@@ -205,6 +223,15 @@ class VLLMClient:
         self._next_id += 1
         return self._next_id - 1
 
+    def prepare_lora(self, rank: int) -> None:
+        """Build the engine with LoRA on and a ``max_lora_rank`` that holds ``rank``, so
+        adapters of that rank can be added later (before the first request only)."""
+        if self._engine_lora is not None:
+            raise LLMError("bad_request", "prepare_lora must be called before the first "
+                                          "request (the engine is already loaded)")
+        self._enable_lora = True
+        self._min_rank = max(rank, self._min_rank or 0)
+
     def _adapter_key(self) -> AdapterKey | None:
         if self._active is None:
             return None
@@ -228,8 +255,10 @@ class VLLMClient:
         self._ensure_batcher(loop)
         assert self._wakeup is not None
         future: asyncio.Future[tuple[str, int, int]] = loop.create_future()
-        self._pending.append(_Request([dict(m) for m in messages], params,
-                                      self._adapter_key(), future, loop.time()))
+        adapter = self._adapter_key()
+        _SERVED_ADAPTER.set(adapter[0] if adapter else None)
+        self._pending.append(_Request([dict(m) for m in messages], params, adapter, future,
+                                      loop.time()))
         self._wakeup.set()
         text, prompt_tokens, completion_tokens = await future
         return Completion(text=text, model=self.model, prompt_tokens=prompt_tokens,
@@ -353,7 +382,8 @@ class VLLMClient:
             "enable_lora": enable}
         if enable:
             kwargs["max_lora_rank"] = lora_rank_for(
-                [adapter_rank(folder) for _, folder in self._adapters.values()])
+                [adapter_rank(folder) for _, folder in self._adapters.values()]
+                + [self._min_rank])
         log.info("loading %s with vLLM (%s)", self._model_path,
                  ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "model"))
         try:

@@ -38,6 +38,16 @@ class HarnessJob:
     # Import the candidate in a process of its own, which the harness calls over a
     # pipe (ProblemConfig.candidate_process); False: into the harness's process.
     candidate_process: bool = True
+    # Per-evaluation environment variables of the process that runs the harness (not
+    # part of the runner pool key): e.g. the token of the engine's model proxy.
+    env: tuple[tuple[str, str], ...] = ()
+    # Host folders shown read-only at the same path inside the sandbox (the folder of
+    # a UNIX socket the engine serves): the process backend keeps them visible in
+    # the runner's mount namespace; docker bind-mounts them read-only.
+    shared_dirs: tuple[str, ...] = ()
+    # Host folders candidates must not read (hidden test data): the process backend
+    # covers them with an empty tmpfs; docker never mounts them in the first place.
+    hidden_dirs: tuple[str, ...] = ()
 
 
 @dataclass

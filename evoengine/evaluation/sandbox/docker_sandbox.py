@@ -18,7 +18,8 @@ adds is the cage around the runner, set once per container at creation:
   pid (``max_processes`` plus a few for the runner) limits;
 * user 65534:65534, every capability dropped, ``no-new-privileges``;
 * an environment of our own making only, never the host's; no mounts but the
-  harness file, read-only (the candidate's code travels in the frames).
+  harness file and the job's ``shared_dirs`` (the model proxy's socket folder),
+  read-only at the same path (the candidate's code travels in the frames).
 
 Because memory and pid limits belong to the container, the pool key is the job's
 key together with those two limits. Docker API calls block, so they run in a small
@@ -56,7 +57,7 @@ RUNNER_MEMORY_MB = 256  # the runner's own interpreter, numpy, and the copy-on-w
 RUNNER_PIDS = 8  # the runner and whatever it runs besides the candidate
 BUILD_HINT = "run `evo sandbox build`"
 RUNNER_FILES = ("runner.py", "runner_child.py", "runner_os.py", "runner_codec.py",
-                "runner_channel.py", "runner_candidate.py")
+                "runner_channel.py", "runner_candidate.py", "evo_llm.py")
 RUNNER_LABEL = "evoengine.sandbox.runner"  # image label: runner_digest() at build time
 
 
@@ -148,7 +149,8 @@ class DockerSandbox(PooledSandbox):
             mem_limit=memory, memswap_limit=memory, nano_cpus=int(self.cpus * 1e9),
             pids_limit=limits.max_processes + RUNNER_PIDS,
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            binds={str(harness_file): {"bind": self._harness_path(job), "mode": "ro"}},
+            binds={str(harness_file): {"bind": self._harness_path(job), "mode": "ro"},
+                   **{path: {"bind": path, "mode": "ro"} for path in job.shared_dirs}},
             auto_remove=True, log_config={"Type": "none", "Config": {}})
         environment = clean_environment(WORK_DIR)
         environment["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # python:3.11-slim's python3
@@ -177,7 +179,8 @@ class DockerSandbox(PooledSandbox):
     # ---------------------------------------------------------- the pool
 
     def _pool_key(self, job: HarnessJob, limits: Limits) -> Hashable:
-        return (job.key, job.candidate_process, limits.memory_mb, limits.max_processes)
+        return (job.key, job.candidate_process, job.shared_dirs, limits.memory_mb,
+                limits.max_processes)
 
     def _harness_path(self, job: HarnessJob) -> str:
         """Inside the container: the read-only copy, under the harness's own name."""

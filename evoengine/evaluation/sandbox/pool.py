@@ -110,7 +110,7 @@ class PooledSandbox:
     def _pool_key(self, job: HarnessJob, limits: Limits) -> Hashable:
         """Runners are shared by runs with the same key (default: the job's key and
         where the candidate runs, both fixed at a runner's set-up)."""
-        return job.key, job.candidate_process
+        return job.key, job.candidate_process, job.shared_dirs, job.hidden_dirs
 
     def _harness_path(self, job: HarnessJob) -> str:
         """Where the runner finds the harness (default: the host path)."""
@@ -133,6 +133,8 @@ class PooledSandbox:
         if rejected is not None:
             return rejected
         frame = {"type": "eval", "code": code, "limits": dataclasses.asdict(limits)}
+        if job.env:
+            frame["env"] = dict(job.env)
         started = time.monotonic()
         for attempt in range(2):
             try:

@@ -75,7 +75,8 @@ class ProcessSandbox(PooledSandbox):
     async def _spawn(self, job: HarnessJob, limits: Limits) -> RunnerProcess:
         try:
             return RunnerProcess(self.python, self.runner_path, work_mb=self.tmpfs_mb,
-                                 keep=(self._harness_path(job),))
+                                 keep=(self._harness_path(job), *job.shared_dirs),
+                                 hide=job.hidden_dirs)
         except OSError as exc:
             raise RunnerGone(f"cannot start the sandbox runner {self.runner_path} "
                              f"with {self.python}: {exc}") from exc

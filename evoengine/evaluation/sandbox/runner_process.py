@@ -122,11 +122,12 @@ class RunnerProcess:
     The folder holds the runner's log and ``work``, the runner's ``--root``: in the
     runner's own mount namespace a tmpfs of ``work_mb`` MiB, so from here it stays
     empty whatever the candidates write. ``keep`` names paths (the harness) the
-    runner must still read once it has sealed the host's shared folders.
+    runner must still read once it has sealed the host's shared folders; ``hide``
+    folders candidates must not read at all.
     """
 
     def __init__(self, python: str, runner_path: Path, work_mb: int = 256,
-                 keep: tuple[str, ...] = ()) -> None:
+                 keep: tuple[str, ...] = (), hide: tuple[str, ...] = ()) -> None:
         self.folder = tempfile.mkdtemp(prefix="evo-runner-")
         self.root = os.path.join(self.folder, "work")
         mode = 0o711 if os.geteuid() == 0 else 0o700  # nobody may reach its own work dir
@@ -138,6 +139,7 @@ class RunnerProcess:
         same = Path(python).resolve() == Path(sys.executable).resolve()
         paths = [p for p in sys.path if p and os.path.isabs(p)] if same else []
         keeps = [arg for path in keep for arg in ("--keep", str(path))]
+        keeps += [arg for path in hide for arg in ("--hide", str(path))]
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.proc = subprocess.Popen(

@@ -1,0 +1,1 @@
+"""Alembic revisions of the archive schema, oldest first by ``down_revision``."""

@@ -1,0 +1,1 @@
+"""Authoring problems: scaffolding new problem folders, reading OpenEvolve-format dirs."""

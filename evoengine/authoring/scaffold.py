@@ -1,0 +1,57 @@
+"""``evo new-problem``: write a working problem folder from the template files.
+
+The templates (``templates/problem/``, shipped inside the package) make a small but
+complete problem: a seed with EVOLVE-BLOCK markers, a harness, a strict scorer,
+train/validation/test data and a test file, so that ``evo eval`` and ``evo run``
+work on it at once and the user replaces the task piece by piece. ``$name`` and
+``$folder`` in a template are replaced (``string.Template``); ``.tmpl`` is dropped
+from file names and ``test_problem.py`` becomes ``test_<name>.py``.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import string
+from pathlib import Path
+
+from evoengine.errors import UserError
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "problem"
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+class ScaffoldError(UserError):
+    """The problem folder cannot be made; the message says why and what to do."""
+
+
+def check_name(name: str) -> None:
+    """A problem name is a lowercase identifier: it names a folder, a config option
+    (``problem=NAME``) and a Python module prefix."""
+    if not NAME_PATTERN.fullmatch(name) or keyword.iskeyword(name):
+        raise ScaffoldError(f"{name!r} is not a valid problem name; use lowercase letters, "
+                            "digits and _ (starting with a letter, at most 64), e.g. my_tsp")
+
+
+def scaffold_problem(name: str, parent: Path) -> Path:
+    """Create ``parent/name`` from the templates; never touch an existing folder."""
+    check_name(name)
+    folder = parent / name
+    if folder.exists():
+        raise ScaffoldError(f"{folder} already exists; choose another name or remove it "
+                            "first (nothing was written)")
+    values = {"name": name, "folder": str(folder)}
+    files = {}
+    for template in sorted(TEMPLATE_DIR.rglob("*")):
+        if not template.is_file():
+            continue
+        relative = template.relative_to(TEMPLATE_DIR).as_posix().removesuffix(".tmpl")
+        if relative == "test_problem.py":
+            relative = f"test_{name}.py"
+        files[relative] = string.Template(template.read_text()).safe_substitute(values)
+    folder.mkdir(parents=True)
+    for relative, text in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
