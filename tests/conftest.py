@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sqlite3
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_problem_file(problem: str, name: str) -> types.ModuleType:
+    """Import ``problems/<problem>/<name>.py`` (its harness, scorer or seed) on its own,
+    under a name of its own, to call it directly in a test."""
+    path = REPO / "problems" / problem / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{problem}_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def evo_command(*args: str) -> list[str]:

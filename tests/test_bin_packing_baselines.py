@@ -8,7 +8,6 @@ could not be compared with published ones.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import types
 from pathlib import Path
@@ -19,22 +18,17 @@ from omegaconf import OmegaConf
 
 from evoengine.config.schema import ProblemConfig
 from evoengine.evaluation.scoring import InvalidOutput
+from tests.conftest import load_problem_file
 
 PROBLEM_DIR = Path(__file__).resolve().parents[1] / "problems" / "bin_packing"
 DATA_DIR = PROBLEM_DIR / "data"
 
 
-def _load(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bin_packing_{name}", PROBLEM_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-harness = _load("harness")
-scorer = _load("score")
-best_fit = _load("initial")  # the seed, with its actual code
+harness = load_problem_file("bin_packing", "harness")
+scorer = load_problem_file("bin_packing", "score")
+best_fit = load_problem_file("bin_packing", "initial")  # the seed, with its actual code
 
 first_fit = types.ModuleType("first_fit")
 first_fit.priority = lambda item, bins: -np.arange(len(bins))  # type: ignore[attr-defined]

@@ -12,7 +12,6 @@ gaps could not be compared with published ones.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import types
@@ -24,23 +23,17 @@ from omegaconf import OmegaConf
 
 from evoengine.config.schema import ProblemConfig
 from evoengine.evaluation.scoring import InvalidOutput
-from tests.conftest import archive_rows
+from tests.conftest import archive_rows, load_problem_file
 
 PROBLEM_DIR = Path(__file__).resolve().parents[1] / "problems" / "tsp"
 DATA_DIR = PROBLEM_DIR / "data"
 
 
-def _load(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tsp_{name}", PROBLEM_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-harness = _load("harness")
-scorer = _load("score")
-seed = _load("initial")  # nearest neighbour, with its actual code
+harness = load_problem_file("tsp", "harness")
+scorer = load_problem_file("tsp", "score")
+seed = load_problem_file("tsp", "initial")  # nearest neighbour, with its actual code
 CONFIG = OmegaConf.merge(OmegaConf.structured(ProblemConfig),
                          OmegaConf.load(PROBLEM_DIR / "problem.yaml"))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import itertools
 import json
 import math
@@ -23,24 +22,17 @@ from omegaconf import OmegaConf
 
 from evoengine.config.schema import ProblemConfig
 from evoengine.evaluation.scoring import InvalidOutput
-from tests.conftest import archive_rows
+from tests.conftest import archive_rows, load_problem_file
 
 PROBLEM_DIR = Path(__file__).resolve().parents[1] / "problems" / "tsp_gls"
 DATA_DIR = PROBLEM_DIR / "data"
 
 
-def _load(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tsp_gls_{name}",
-                                                  PROBLEM_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-harness = _load("harness")
-scorer = _load("score")
-seed = _load("initial")  # classic GLS: badness = distance
+harness = load_problem_file("tsp_gls", "harness")
+scorer = load_problem_file("tsp_gls", "score")
+seed = load_problem_file("tsp_gls", "initial")  # classic GLS: badness = distance
 CONFIG = OmegaConf.merge(OmegaConf.structured(ProblemConfig),
                          OmegaConf.load(PROBLEM_DIR / "problem.yaml"))
 
