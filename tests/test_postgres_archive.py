@@ -13,6 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 
 from evoengine.archive.models import Base, Evaluation, MutationCall, Program, Run
 from evoengine.archive.records import ProgramRecord
@@ -164,10 +165,15 @@ def test_an_unreachable_server_is_one_line_saying_what_to_check(run_evo) -> None
 def test_evo_run_and_resume_on_postgresql(run_evo, postgres_url: str, tmp_path: Path
                                          ) -> None:
     common = ["ui=plain", "sandbox=process", "search.num_islands=2"]
+    # the test server trusts loopback and ignores the password; it must not be printed
+    with_password = make_url(postgres_url).set(password="s3cret-pw").render_as_string(
+        hide_password=False)
     first = run_evo("run", "problem=bin_packing", "llm=gp", "db=postgres",
-                    f"db.url={postgres_url}", "name=pg-run", "search.max_evaluations=15",
+                    f"db.url={with_password}", "name=pg-run", "search.max_evaluations=15",
                     *common)
     assert first.returncode == 0, first.stderr
+    assert "s3cret-pw" not in first.stdout + first.stderr
+    assert "postgresql+psycopg://" in first.stdout  # the archive's place, password hidden
     run_dir = tmp_path / "runs" / "pg-run"
     assert not (run_dir / "archive.db").exists()  # the archive is on the server
     assert (run_dir / "best_program.py").is_file()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from evoengine.config.compose import discover_problems, load_run_config
 from evoengine.controller.dashboard import Dashboard
@@ -103,7 +104,8 @@ def _summarise(ctx: RunContext, console: Console, validated: list[ValidatedProgr
         gap = best.score - validation if best.score is not None else float("nan")
         console.print(f"  validation score {validation:.6g}  (train - validation = {gap:.4g})")
     console.print(f"  code             {best_path}")
-    console.print(f"  archive          {ctx.db_url} ({ctx.archive.programs} programs, "
+    shown_url = make_url(ctx.db_url).render_as_string(hide_password=True)
+    console.print(f"  archive          {shown_url} ({ctx.archive.programs} programs, "
                   f"{ctx.archive.evaluations} evaluations)")
     for line in summary_lines(validated, "validation" in ctx.problem.splits,
                               ctx.config.problem.trusted_score):
