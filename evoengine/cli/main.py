@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -25,6 +26,9 @@ EPILOG = """examples:
   evo resume runs/<name> search.max_evaluations=600
   evo eval problem=bin_packing program=my_priority.py split=validation
   evo problems
+  evo new-problem my_problem && evo eval problem=my_problem program=problems/my_problem/initial.py
+  evo browse runs/<name>  |  evo report runs/<name>
+  evo export runs/<name> --format dpo  |  evo train runs/<name> --model <hf model dir>
   evo sandbox build && evo sandbox status
 """
 
@@ -92,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"evo: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `evo problems | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
