@@ -15,66 +15,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from evoengine.config.scale_schema import RayConfig
-from evoengine.config.schema import SandboxConfig
-from evoengine.evaluation.sandbox.base import HarnessJob, Limits
-from evoengine.evaluation.sandbox.ray_backend import RaySandbox
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.ray_cluster: the local cluster the Ray tests start
+
+from evoengine.config.scale_schema import RayConfig  # noqa: E402
+from evoengine.config.schema import SandboxConfig  # noqa: E402
+from evoengine.evaluation.sandbox.base import HarnessJob, Limits  # noqa: E402
+from evoengine.evaluation.sandbox.ray_backend import RaySandbox  # noqa: E402
+from tests.ray_cluster import LocalRayCluster  # noqa: E402
 
 HARNESS = "def run(candidate, instances):\n    return [candidate.burn(n) for n in instances]\n"
 CANDIDATE = ("def burn(n):\n    total = 0\n    for i in range(n):\n"
              "        total += i * i % 7\n    return total\n")
-
-
-def start_head(temp_dir: Path, cpus: int) -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--port", str(port), "--node-ip-address",
-                    "127.0.0.1", "--num-cpus", str(cpus), "--temp-dir", str(temp_dir),
-                    "--include-dashboard", "false", "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=180)
-    return f"127.0.0.1:{port}"
-
-
-def stop_cluster(temp_dir: Path) -> None:
-    """SIGKILL the processes whose command line names ``temp_dir``, and their children."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                stat = Path(f"/proc/{name}/stat").read_bytes()
-                cmd = Path(f"/proc/{name}/cmdline").read_bytes()
-                table[int(name)] = (int(stat.rpartition(b")")[2].split()[1]), cmd)
-            except (OSError, ValueError, IndexError):
-                continue
-    victims = {p for p, (_, c) in table.items() if str(temp_dir).encode() in c
-               and p != os.getpid()}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _) in table.items():
-            if ppid in victims and pid not in victims:
-                victims.add(pid)
-                grew = True
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 async def measure(backend: RaySandbox, job: HarnessJob, slots: int, count: int) -> float:
@@ -103,16 +65,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ray_scaling.json"))
     args = parser.parse_args()
 
-    temp_dir = Path(tempfile.mkdtemp(prefix="evo-raybench-", dir="/tmp"))
+    cluster = LocalRayCluster(cpus=max(args.slots))
     work_dir = Path(tempfile.mkdtemp(prefix="evo-raybench-job-"))
     harness = work_dir / "harness.py"
     harness.write_text(HARNESS)
     job = HarnessJob(key="burn", harness_path=harness, instances=[args.work])
     rates: dict[int, list[float]] = {}
     try:
-        address = start_head(temp_dir, max(args.slots))
+        cluster.start_head()
         for slots in args.slots:
-            backend = RaySandbox(RayConfig(address=address, slots_per_node=slots),
+            backend = RaySandbox(RayConfig(address=cluster.address, slots_per_node=slots),
                                  SandboxConfig(backend="process"))
             backend.connect()
             try:
@@ -121,7 +83,7 @@ def main() -> None:
             finally:
                 asyncio.run(backend.close())
     finally:
-        stop_cluster(temp_dir)
+        cluster.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
 
     base = statistics.median(rates[args.slots[0]]) / args.slots[0]

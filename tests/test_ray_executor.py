@@ -5,13 +5,8 @@ and a run survives a worker node killed mid-run with every evaluation recorded."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,77 +20,9 @@ from evoengine.config.scale_schema import RayConfig
 from evoengine.config.schema import SandboxConfig
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits
 from tests.conftest import evo_command
+from tests.ray_cluster import LocalRayCluster, kill_processes_of
 
 pytestmark = pytest.mark.ray
-
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _processes() -> dict[int, tuple[int, bytes]]:
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    ppid = int(f.read().rpartition(b")")[2].split()[1])
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    table[int(name)] = (ppid, f.read())
-            except (OSError, IndexError, ValueError):
-                continue
-    return table
-
-
-def kill_processes_of(temp_dir: Path) -> int:
-    """SIGKILL every process of the Ray node that lives in ``temp_dir`` (its command
-    line names the folder) and all their descendants: the node is lost, as when its
-    machine goes away. Returns how many were killed."""
-    table = _processes()
-    needle = str(temp_dir).encode()
-    victims = {pid for pid, (_, cmd) in table.items() if needle in cmd and pid != os.getpid()}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _) in table.items():
-            if ppid in victims and pid not in victims:
-                victims.add(pid)
-                grew = True
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return len(victims)
-
-
-class LocalRayCluster:
-    """A head node and worker nodes on loopback, each a ``ray start`` of its own."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
-        self.temp_dirs: list[Path] = []
-
-    def _start(self, *args: str) -> Path:
-        temp_dir = Path(tempfile.mkdtemp(prefix="evo-ray-", dir="/tmp"))  # short: sockets
-        self.temp_dirs.append(temp_dir)
-        subprocess.run([RAY, "start", *args, "--node-ip-address", "127.0.0.1",
-                        "--num-cpus", "1", "--temp-dir", str(temp_dir),
-                        "--disable-usage-stats"], check=True, capture_output=True,
-                       timeout=180)
-        return temp_dir
-
-    def start_head(self) -> None:
-        self._start("--head", "--port", str(self.port), "--include-dashboard", "false")
-
-    def add_worker(self) -> Path:
-        return self._start("--address", self.address)
-
-    def stop(self) -> None:
-        for temp_dir in self.temp_dirs:
-            kill_processes_of(temp_dir)
-        for temp_dir in self.temp_dirs:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -116,6 +43,7 @@ def test_an_evaluation_on_a_lost_node_is_sent_to_another(ray_cluster: LocalRayCl
     from evoengine.evaluation.sandbox.ray_backend import RaySandbox
 
     worker = ray_cluster.add_worker()
+    copies_before = set(Path(tempfile.gettempdir()).glob("evo-ray-harness-*"))
     backend = RaySandbox(RayConfig(address=ray_cluster.address, slots_per_node=1),
                          SandboxConfig(backend="process"))
     note = backend.connect()
@@ -137,6 +65,8 @@ def test_an_evaluation_on_a_lost_node_is_sent_to_another(ray_cluster: LocalRayCl
     outputs = asyncio.run(two_evaluations_and_a_node_loss())
     assert [o.output for o in outputs] == [[2, 4, 6], [2, 4, 6]]
     assert backend.requeued >= 1 and len(backend.lost_nodes) == 1
+    # the nodes share this machine's files: no harness copy is made, even on the lost node
+    assert set(Path(tempfile.gettempdir()).glob("evo-ray-harness-*")) == copies_before
 
 
 def test_an_unreachable_cluster_is_one_line_saying_what_to_do(run_evo) -> None:

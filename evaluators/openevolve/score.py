@@ -9,7 +9,10 @@ every runner start.
 ``score`` cannot re-check the work, since the evaluator ran inside the sandbox next
 to the candidate; it only checks what came back strictly: ``combined_score`` must be
 there and a finite number, or the program is invalid. Other finite numeric metrics
-are kept; non-finite ones are dropped and named in the feedback.
+are kept; non-finite ones are dropped and named in the feedback. What came back is
+untrusted, so only the first ``MAX_METRICS`` metrics with names of at most
+``MAX_NAME_CHARS`` characters are kept, and names are cut short in the feedback: a
+hostile output cannot blow up the archive or the next prompt.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from evoengine.evaluation.scoring import InvalidOutput, ScoreResult
 
 SKIPPED_DIRS = ("__pycache__", "runs", "openevolve_output", "node_modules")
 DEFAULT_MAX_FILES_MB = 4.0
+MAX_METRICS = 100  # metrics kept besides combined_score
+MAX_NAME_CHARS = 100  # longer metric names are dropped, and cut short in the feedback
 
 
 class OpenEvolveDirError(UserError):
@@ -68,6 +73,9 @@ def load_instances(split: str, spec: Mapping[str, Any], data_dir: Path) -> list[
     evaluator_file = str(spec.get("evaluator_file", "evaluator.py"))
     if not (root / evaluator_file).is_file():
         raise OpenEvolveDirError(f"{root}: {evaluator_file} is missing")
+    if (root / evaluator_file).is_symlink():  # collect_files ships no symlink
+        raise OpenEvolveDirError(f"{root}: {evaluator_file} is a symlink; only the dir's own "
+                                 "files go to the sandbox: copy the file in instead")
     exclude = {str(spec.get("program_file", "initial_program.py"))}
     files = collect_files(root, exclude, float(spec.get("max_files_mb", DEFAULT_MAX_FILES_MB)))
     return [{"evaluator_file": evaluator_file, "files": files,
@@ -76,8 +84,17 @@ def load_instances(split: str, spec: Mapping[str, Any], data_dir: Path) -> list[
 
 
 def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _name(key: object) -> str:
+    text = str(key)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def score(outputs: object, instances: list) -> ScoreResult:
@@ -87,15 +104,22 @@ def score(outputs: object, instances: list) -> ScoreResult:
     metrics = outputs["metrics"]
     artifacts = outputs.get("artifacts") if isinstance(outputs.get("artifacts"), dict) else {}
     if "combined_score" not in metrics:
-        keys = ", ".join(sorted(str(k) for k in metrics)[:10]) or "none"
+        keys = ", ".join(_name(k) for k in list(metrics)[:10]) or "none"
         detail = _artifact_summary(artifacts)
         raise InvalidOutput(f"the evaluator returned no combined_score (metrics: {keys})"
                             + (f"; {detail}" if detail else ""))
     combined = metrics["combined_score"]
     if not _finite(combined):
-        raise InvalidOutput(f"combined_score is {combined!r}, not a finite number")
-    kept = {str(k): float(v) for k, v in metrics.items() if _finite(v)}
-    dropped = sorted(str(k) for k, v in metrics.items() if not _finite(v))
+        raise InvalidOutput(f"combined_score is {repr(combined)[:40]}, not a finite number")
+    kept = {"combined_score": float(combined)}
+    dropped = []
+    for k, v in metrics.items():
+        if k == "combined_score":
+            continue
+        if _finite(v) and len(str(k)) <= MAX_NAME_CHARS and len(kept) <= MAX_METRICS:
+            kept[str(k)] = float(v)
+        else:
+            dropped.append(_name(k))
     stage = outputs.get("stage")
     if _finite(stage) and stage:
         kept["cascade_stage"] = float(stage)
@@ -105,7 +129,8 @@ def score(outputs: object, instances: list) -> ScoreResult:
     if others:
         parts.append("metrics: " + ", ".join(others[:12]))
     if dropped:
-        parts.append("dropped non-finite metrics: " + ", ".join(dropped[:10]))
+        parts.append(f"dropped {len(dropped)} metrics (not finite, over {MAX_METRICS} or a "
+                     f"name over {MAX_NAME_CHARS} characters): " + ", ".join(sorted(dropped)[:10]))
     detail = _artifact_summary(artifacts)
     if detail:
         parts.append(detail)
@@ -114,6 +139,6 @@ def score(outputs: object, instances: list) -> ScoreResult:
 
 def _artifact_summary(artifacts: Mapping[str, Any]) -> str:
     """The evaluator's text artifacts (stderr, tracebacks, notes), cut short."""
-    texts = [f"{k}: {str(v).strip()[:400]}" for k, v in list(artifacts.items())[:5]
+    texts = [f"{_name(k)}: {str(v).strip()[:400]}" for k, v in list(artifacts.items())[:5]
              if str(v).strip()]
     return ("artifacts: " + " | ".join(texts)) if texts else ""

@@ -52,12 +52,24 @@ def is_openevolve_dir(folder: Path) -> bool:
             and (folder / PROGRAM_FILE).is_file() and (folder / EVALUATOR_FILE).is_file())
 
 
-def _top_level_functions(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except SyntaxError as exc:
-        raise OpenEvolveFormatError(f"{path} does not parse: {exc.msg} (line {exc.lineno})"
-                                    ) from exc
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise OpenEvolveFormatError(f"{path} is not UTF-8 text (byte {exc.start}); save it "
+                                    "as UTF-8") from exc
+    except OSError as exc:
+        raise OpenEvolveFormatError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+
+
+def _top_level_functions(path: Path) -> list[str]:
+    text = _read_text(path)
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes, before Python 3.12
+        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise OpenEvolveFormatError(f"{path} does not parse: "
+                                    f"{getattr(exc, 'msg', None) or exc}{line}") from exc
     return [node.name for node in tree.body
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
@@ -67,7 +79,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(_read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise OpenEvolveFormatError(f"{path} is not valid YAML: "
                                     f"{str(exc).splitlines()[0]}") from exc

@@ -37,7 +37,7 @@ def scaffold_problem(name: str, parent: Path) -> Path:
     """Create ``parent/name`` from the templates; never touch an existing folder."""
     check_name(name)
     folder = parent / name
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():  # a dangling symlink does not exist()
         raise ScaffoldError(f"{folder} already exists; choose another name or remove it "
                             "first (nothing was written)")
     values = {"name": name, "folder": str(folder)}
@@ -48,10 +48,19 @@ def scaffold_problem(name: str, parent: Path) -> Path:
         relative = template.relative_to(TEMPLATE_DIR).as_posix().removesuffix(".tmpl")
         if relative == "test_problem.py":
             relative = f"test_{name}.py"
-        files[relative] = string.Template(template.read_text()).safe_substitute(values)
-    folder.mkdir(parents=True)
-    for relative, text in files.items():
-        path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        text = template.read_text(encoding="utf-8")
+        files[relative] = string.Template(text).safe_substitute(values)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:  # --dir is a file, not writable, ...
+        raise ScaffoldError(f"cannot create {folder}: {exc.strerror or exc} (nothing was "
+                            "written)") from exc
+    try:
+        for relative, text in files.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ScaffoldError(f"cannot write {folder}: {exc.strerror or exc}; remove the "
+                            "partial folder and try again") from exc
     return folder

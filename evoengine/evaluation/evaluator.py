@@ -26,6 +26,9 @@ from evoengine.llm.sandbox_proxy import ProxySession, SandboxLLMProxy
 
 CODE_LENGTH = "code_length"
 LLM_COST = "llm_cost"  # the metric the controller adds to the run's cost
+# Feedback goes into the archive and into the next prompts; a scorer's message or a
+# candidate's output tail must not grow them without bound. Head and tail are kept.
+MAX_FEEDBACK_CHARS = 8000
 
 
 class Evaluator:
@@ -51,6 +54,7 @@ class Evaluator:
                 self.proxy.close_session(session)
         if session is not None:
             result.metrics = {**result.metrics, **session.metrics()}
+        result.feedback = bounded_feedback(result.feedback)
         return result
 
     async def _run_stages(self, code: str, split: str, stages: list[Stage], total: int,
@@ -130,6 +134,15 @@ def _failure(raw: RawOutput, wall_s: float = 0.0, cpu_s: float = 0.0) -> Evaluat
         feedback += "\n--- output tail ---\n" + raw.stderr_tail
     return EvaluationResult.failure(raw.error or ErrorKind.CRASH, feedback,
                                     wall_s + raw.wall_s, cpu_s + raw.cpu_s)
+
+
+def bounded_feedback(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
+    """``text``, or its head and tail around a note of what was cut when too long."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return (f"{text[:half]}\n[... {len(text) - 2 * half} characters of feedback cut ...]\n"
+            f"{text[-half:]}")
 
 
 def _check_score(scored: object) -> None:

@@ -36,8 +36,14 @@ SOCKET_NAME = "llm.sock"
 SOCKET_VAR = "EVOENGINE_LLM_SOCKET"  # the names sandbox/evo_llm.py reads
 TOKEN_VAR = "EVOENGINE_LLM_TOKEN"
 _MAX_REQUEST = 4 << 20
+# Connections served at once (over all sessions; more are answered 503 at once) and
+# the seconds a client may take to send its request: a sandbox that opens sockets and
+# sends nothing must not pile up descriptors or buffers in the engine.
+_MAX_CONNECTIONS = 64
+_READ_TIMEOUT_S = 30.0
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            413: "Payload Too Large", 429: "Too Many Requests", 502: "Bad Gateway"}
+            410: "Gone", 413: "Payload Too Large", 429: "Too Many Requests",
+            502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 @dataclass
@@ -55,6 +61,7 @@ class ProxySession:
     completion_tokens: int = 0
     cost: float = 0.0
     errors: list[str] = field(default_factory=list)
+    pending: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)  # calls in flight
 
     @property
     def tokens(self) -> int:
@@ -89,6 +96,8 @@ class SandboxLLMProxy:
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[str, ProxySession] = {}
+        self._connections = 0
+        self.read_timeout_s = _READ_TIMEOUT_S
 
     @property
     def model(self) -> str:
@@ -122,8 +131,11 @@ class SandboxLLMProxy:
         return session
 
     def close_session(self, session: ProxySession) -> ProxySession:
-        """Revoke the token; the session's totals are final from here on."""
+        """Revoke the token and cancel its calls still in flight (their sandbox is
+        gone; their usage could no longer be charged): the totals are final."""
         self._sessions.pop(session.token, None)
+        for task in session.pending:
+            task.cancel()
         return session
 
     async def _stop_server(self) -> None:
@@ -144,11 +156,17 @@ class SandboxLLMProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
+        self._connections += 1
         try:
-            status, body = await self._answer(reader)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
-                ValueError, UnicodeDecodeError):
+            if self._connections > _MAX_CONNECTIONS:
+                status, body = 503, {"error": "busy", "message": "too many connections"}
+            else:
+                status, body = await self._answer(reader)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, ValueError, UnicodeDecodeError):
             status, body = 400, {"error": "bad_request", "message": "malformed request"}
+        finally:
+            self._connections -= 1
         payload = json.dumps(body).encode("utf-8")
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
@@ -161,7 +179,8 @@ class SandboxLLMProxy:
             await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
-        head = await reader.readuntil(b"\r\n\r\n")
+        async with asyncio.timeout(self.read_timeout_s):
+            head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         method, path = (lines[0].split(" ") + ["", ""])[:2]
         headers = {k.strip().lower(): v.strip() for k, _, v in
@@ -169,7 +188,8 @@ class SandboxLLMProxy:
         length = int(headers.get("content-length", "0"))
         if length > _MAX_REQUEST:
             return 413, {"error": "bad_request", "message": "request too large"}
-        raw = await reader.readexactly(length)
+        async with asyncio.timeout(self.read_timeout_s):
+            raw = await reader.readexactly(length)
         if method != "POST" or path != "/v1/complete":
             return 404, {"error": "bad_request", "message": "POST /v1/complete only"}
         token = headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -209,14 +229,23 @@ class SandboxLLMProxy:
         if session.max_tokens:  # the reply may not take the session past its cap
             reply_tokens = max(1, min(reply_tokens, session.max_tokens - session.tokens))
         set_call_step(session.step)  # this connection's task: record under the step
+        call = asyncio.ensure_future(self.client.complete(
+            [{"role": m["role"], "content": m["content"]} for m in messages],
+            temperature=float(temperature), max_tokens=reply_tokens))
+        session.pending.add(call)
         try:
-            completion = await self.client.complete(
-                [{"role": m["role"], "content": m["content"]} for m in messages],
-                temperature=float(temperature), max_tokens=reply_tokens)
+            completion = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            if not call.cancelled():  # the server itself is stopping
+                call.cancel()
+                raise
+            return 410, {"error": "auth", "message": "the evaluation ended"}
         except LLMError as exc:
             session.failed += 1
             session.errors.append(f"{exc.kind}: {exc}"[:200])
             return 502, {"error": exc.kind, "message": str(exc)[:500]}
+        finally:
+            session.pending.discard(call)
         session.prompt_tokens += completion.prompt_tokens
         session.completion_tokens += completion.completion_tokens
         session.cost += completion.cost

@@ -14,21 +14,11 @@ Each request keeps its own ``SamplingParams`` (``temperature``, ``max_tokens``,
 ``seed``), so seeded proposals stay reproducible whatever they were batched with.
 Batches run one after another (the engine is not shared between threads).
 
-LoRA. ``llm.lora_adapters`` maps names to adapter folders (PEFT format) and
-``llm.lora_adapter`` names the one to sample with (None: the base model). Configured
-adapters get the int id ``1 + their index among the sorted names``; adapters added
-later with :meth:`VLLMClient.add_adapter` get the next unused id, and re-adding a name
-with a different folder gives it a new id too (vLLM caches loaded weights by id, so an
-id is never reused for other weights). :meth:`VLLMClient.use_adapter` switches the
-adapter for requests queued from then on; requests already queued keep theirs (a batch
-that mixes adapters is split into one ``chat`` call per adapter). :func:`served_adapter`
-tells the caller which adapter its last request in this task was queued with (the RL
-schedule labels each child with it). :meth:`VLLMClient.prepare_lora` builds the engine
-with LoRA even before any adapter exists (``rl.enabled`` adds them during the run).
-The engine is built with ``enable_lora=True`` only when an adapter is known by then
-(configured, or added before the first request), with ``max_lora_rank`` the smallest
-size vLLM accepts that holds the largest ``r`` in the adapters' ``adapter_config.json``
-(16 when unknown).
+LoRA. ``llm.lora_adapters`` maps names to adapter folders and ``llm.lora_adapter``
+names the one to sample with; :meth:`VLLMClient.add_adapter`, :meth:`~VLLMClient.use_adapter`
+and :meth:`~VLLMClient.prepare_lora` change them during a run. The registry of names, ids
+and folders, the engine's ``max_lora_rank`` and :func:`served_adapter` live in
+:mod:`evoengine.llm.vllm_lora` (their names are importable from here too).
 
 Accounting. ``Completion.model`` is ``llm.model`` (the adapter is not part of the
 name); tokens are the lengths of the output's prompt and completion token ids; cost
@@ -46,8 +36,8 @@ every request of that call (the next call is made as usual), or the client was c
 Limitations: ``llm.timeout_s`` does not apply (a running generation cannot be
 interrupted); a cancelled caller's conversation is still generated if its batch had
 started; each client owns its engine, so an ensemble of several ``llm=vllm`` models
-needs their ``vllm_gpu_memory_utilization`` to add up to at most 1; an adapter cannot
-be added to an engine built without LoRA, nor one above the engine's ``max_lora_rank``.
+needs their ``vllm_gpu_memory_utilization`` to add up to at most 1; the LoRA limits are
+in :mod:`evoengine.llm.vllm_lora`.
 """
 
 from __future__ import annotations
@@ -55,39 +45,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from evoengine.config.schema import LLMConfig
 from evoengine.llm.retry import one_line
 from evoengine.llm.types import Completion, LLMError
+from evoengine.llm.vllm_lora import (
+    DEFAULT_LORA_RANK,
+    LORA_RANKS,
+    AdapterKey,
+    LoRAAdapters,
+    adapter_rank,
+    existing_path,
+    lora_rank_for,
+    note_served_adapter,
+    reset_served_adapter,
+    served_adapter,
+)
+
+__all__ = ["BATCH_WINDOW_S", "DEFAULT_LORA_RANK", "LORA_RANKS", "MISSING_VLLM", "AdapterKey",
+           "LoRAAdapters", "VLLMClient", "adapter_rank", "lora_rank_for",
+           "reset_served_adapter", "served_adapter"]
 
 log = logging.getLogger(__name__)
 
 BATCH_WINDOW_S = 0.02  # how long the oldest queued request waits for others to join it
 MISSING_VLLM = "llm.provider=vllm needs vLLM and a GPU: pip install 'evoengine[vllm]'"
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
-DEFAULT_LORA_RANK = 16
-AdapterKey = tuple[str, int, str]  # (name, int id, folder): what a LoRARequest carries
-# The adapter of the last request queued in this task (a context variable: each
-# controller step is a task of its own, so concurrent steps do not see each other's).
-_SERVED_ADAPTER: ContextVar[str | None] = ContextVar("evoengine_vllm_adapter", default=None)
-
-
-def served_adapter() -> str | None:
-    """The LoRA adapter the current task's last vLLM request was queued with."""
-    return _SERVED_ADAPTER.get()
-
-
-def reset_served_adapter() -> None:
-    _SERVED_ADAPTER.set(None)
 
 
 @dataclass
@@ -112,31 +100,6 @@ def _import_vllm() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
     return vllm.LLM, vllm.SamplingParams, LoRARequest
 
 
-def _existing(path: str, what: str) -> str:
-    """``path`` made absolute; LLMError("model") naming ``what`` when it does not exist."""
-    resolved = Path(path).expanduser()
-    if not resolved.exists():
-        raise LLMError("model", one_line(f"{what}={path!r} does not exist: llm=vllm loads "
-                                         "from a local path (download the model first)"))
-    return str(resolved.resolve())
-
-
-def adapter_rank(folder: str) -> int | None:
-    """The LoRA rank ``r`` in ``folder/adapter_config.json``; None when unreadable."""
-    try:
-        rank = json.loads((Path(folder) / "adapter_config.json").read_text())["r"]
-        return int(rank)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def lora_rank_for(ranks: list[int | None]) -> int:
-    """The smallest ``max_lora_rank`` vLLM accepts that holds every known rank."""
-    known = [rank for rank in ranks if rank is not None]
-    need = max(known, default=DEFAULT_LORA_RANK)
-    return next((size for size in LORA_RANKS if size >= need), need)
-
-
 class VLLMClient:
     """An :class:`~evoengine.llm.types.LLMClient` on an in-process ``vllm.LLM``.
 
@@ -159,24 +122,14 @@ class VLLMClient:
             lora_request = lora_request or lora_cls
         self.config = config
         self.model = config.model
-        self._model_path = _existing(config.model, "llm.model")
+        self._model_path = existing_path(config.model, "llm.model")
         self._engine_factory = engine_factory
         self._params_cls = sampling_params
         self._lora_cls = lora_request
         self._window = max(0.0, batch_window_s)
-        self._adapters: dict[str, tuple[int, str]] = {}
-        for index, name in enumerate(sorted(config.lora_adapters), start=1):
-            folder = _existing(config.lora_adapters[name], f"llm.lora_adapters.{name}")
-            self._adapters[name] = (index, folder)
-        self._next_id = len(self._adapters) + 1
-        self._active: str | None = None
-        self.use_adapter(config.lora_adapter)
-        self._enable_lora = enable_lora
+        self._lora = LoRAAdapters(config.lora_adapters, config.lora_adapter, enable_lora)
         self._engine: Any = None
         self._engine_error: str | None = None
-        self._engine_lora: bool | None = None  # LoRA on in the built engine
-        self._engine_rank: int | None = None
-        self._min_rank: int | None = None  # prepare_lora: adapters to come
         self._pending: deque[_Request] = deque()
         self._wakeup: asyncio.Event | None = None
         self._batcher: asyncio.Task[None] | None = None
@@ -189,54 +142,26 @@ class VLLMClient:
     @property
     def adapter(self) -> str | None:
         """The adapter later requests sample with (None: the base model)."""
-        return self._active
+        return self._lora.active
 
     @property
     def adapters(self) -> dict[str, str]:
         """Known adapters: name -> folder."""
-        return {name: folder for name, (_, folder) in self._adapters.items()}
+        return self._lora.folders()
 
     def use_adapter(self, name: str | None) -> None:
         """Sample requests queued from now on with adapter ``name`` (None: base model)."""
-        if name is not None and name not in self._adapters:
-            known = ", ".join(sorted(self._adapters)) or "none"
-            raise LLMError("model", f"unknown LoRA adapter {name!r} (known: {known}); "
-                                    "add it to llm.lora_adapters or call add_adapter")
-        self._active = name
+        self._lora.use(name)
 
     def add_adapter(self, name: str, path: str) -> int:
         """Make adapter folder ``path`` known as ``name`` (it does not switch to it: call
         :meth:`use_adapter`); returns its LoRA int id."""
-        folder = _existing(path, f"LoRA adapter {name}")
-        if self._engine_lora is False:
-            raise LLMError("bad_request", f"cannot add LoRA adapter {name!r}: the model was "
-                           "loaded without LoRA (configure an adapter in llm.lora_adapters, "
-                           "or add one before the first request)")
-        rank = adapter_rank(folder)
-        if self._engine_rank is not None and rank is not None and rank > self._engine_rank:
-            raise LLMError("bad_request", f"LoRA adapter {name!r} has rank {rank}, above "
-                           f"the loaded engine's max_lora_rank {self._engine_rank}")
-        known = self._adapters.get(name)
-        if known is not None and known[1] == folder:
-            return known[0]
-        self._adapters[name] = (self._next_id, folder)
-        self._next_id += 1
-        return self._next_id - 1
+        return self._lora.add(name, path)
 
     def prepare_lora(self, rank: int) -> None:
         """Build the engine with LoRA on and a ``max_lora_rank`` that holds ``rank``, so
         adapters of that rank can be added later (before the first request only)."""
-        if self._engine_lora is not None:
-            raise LLMError("bad_request", "prepare_lora must be called before the first "
-                                          "request (the engine is already loaded)")
-        self._enable_lora = True
-        self._min_rank = max(rank, self._min_rank or 0)
-
-    def _adapter_key(self) -> AdapterKey | None:
-        if self._active is None:
-            return None
-        lora_id, folder = self._adapters[self._active]
-        return (self._active, lora_id, folder)
+        self._lora.prepare(rank)
 
     # -- the client -----------------------------------------------------------------
 
@@ -255,8 +180,8 @@ class VLLMClient:
         self._ensure_batcher(loop)
         assert self._wakeup is not None
         future: asyncio.Future[tuple[str, int, int]] = loop.create_future()
-        adapter = self._adapter_key()
-        _SERVED_ADAPTER.set(adapter[0] if adapter else None)
+        adapter = self._lora.key()
+        note_served_adapter(adapter)
         self._pending.append(_Request([dict(m) for m in messages], params, adapter, future,
                                       loop.time()))
         self._wakeup.set()
@@ -375,15 +300,11 @@ class VLLMClient:
             return self._engine
         if self._engine_error is not None:
             raise LLMError("model", self._engine_error)
-        enable = bool(self._adapters) if self._enable_lora is None else self._enable_lora
+        lora_options = self._lora.engine_options()
         kwargs: dict[str, Any] = {
             "model": self._model_path,
             "gpu_memory_utilization": self.config.vllm_gpu_memory_utilization,
-            "enable_lora": enable}
-        if enable:
-            kwargs["max_lora_rank"] = lora_rank_for(
-                [adapter_rank(folder) for _, folder in self._adapters.values()]
-                + [self._min_rank])
+            **lora_options}
         log.info("loading %s with vLLM (%s)", self._model_path,
                  ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "model"))
         try:
@@ -393,8 +314,7 @@ class VLLMClient:
                                           f"{type(exc).__name__}: {exc}")
             raise LLMError("model", self._engine_error) from None
         self._engine = engine
-        self._engine_lora = enable
-        self._engine_rank = kwargs.get("max_lora_rank")
+        self._lora.engine_built(lora_options)
         return engine
 
     @staticmethod

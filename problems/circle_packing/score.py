@@ -54,9 +54,13 @@ def _number(value: object, what: str) -> float:
     if type(value) not in (int, float):
         raise InvalidOutput(f"{what} is {type(value).__name__} ({repr(value)[:40]}), "
                             "not a number")
-    if not math.isfinite(value):
-        raise InvalidOutput(f"{what} is {value!r}, not a finite number")
-    return float(value)
+    try:
+        number = float(value)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidOutput(f"{what} is {repr(value)[:40]}, not a finite number")
+    return number
 
 
 def check_packing(output: object, n: int, name: str) -> tuple[list[tuple[float, float]],

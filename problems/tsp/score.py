@@ -134,8 +134,8 @@ def check_tour(tour: object, instance: Mapping[str, Any]) -> np.ndarray:
             raise InvalidOutput(f"{name}: node {repr(x)[:40]} is {type(x).__name__}, "
                                 "not an int")
     if n and (min(tour) < 0 or max(tour) >= n):
-        raise InvalidOutput(f"{name}: node out of range [0, {n}): min {min(tour)}, "
-                            f"max {max(tour)}")
+        raise InvalidOutput(f"{name}: node out of range [0, {n}): min {str(min(tour))[:40]}, "
+                            f"max {str(max(tour))[:40]}")
     nodes = np.asarray(tour, dtype=np.int64)
     counts = np.bincount(nodes, minlength=n)
     if (counts != 1).any():

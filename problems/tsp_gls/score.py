@@ -72,9 +72,9 @@ def decode_matrix(encoded: object, instance: Mapping[str, Any]) -> np.ndarray:
     if shape != [n, n]:
         raise InvalidOutput(f"{name}: heuristics() returned shape {shape!r} "
                             f"(dtype {str(dtype)[:40]}); it must be ({n}, {n})")
-    try:
-        kind = np.dtype(dtype).kind if isinstance(dtype, str) else "?"
-    except TypeError:
+    try:  # a real dtype string is short ("<f8"); a long one could take seconds to parse
+        kind = np.dtype(dtype).kind if isinstance(dtype, str) and len(dtype) <= 32 else "?"
+    except (TypeError, ValueError):
         kind = "?"
     if kind not in "iuf":
         raise InvalidOutput(f"{name}: heuristics() returned dtype {str(dtype)[:40]}; "

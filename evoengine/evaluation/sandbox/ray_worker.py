@@ -45,8 +45,9 @@ class NodeSandbox:
         self.backend, self.note = make_local_backend(config)
         self.host = socket.gethostname()
         self._jobs: dict[str, HarnessJob] = {}
-        self._harness_dir = Path(tempfile.mkdtemp(prefix="evo-ray-harness-"))
-        self._harness_dir.chmod(0o755)  # the sandbox user (nobody) reads the harness
+        # made only when a harness must be copied here (a node without the controller's
+        # files), so a node that shares them leaves nothing behind even if killed
+        self._harness_dir: Path | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"host": self.host, "pid": os.getpid(), "sandbox": self.note}
@@ -72,6 +73,9 @@ class NodeSandbox:
             if path.is_file() and path.read_bytes() == shipped.harness_source:
                 return shipped.job
         digest = hashlib.sha256(shipped.harness_source).hexdigest()[:16]
+        if self._harness_dir is None:
+            self._harness_dir = Path(tempfile.mkdtemp(prefix="evo-ray-harness-"))
+            self._harness_dir.chmod(0o755)  # the sandbox user (nobody) reads the harness
         local = self._harness_dir / digest / path.name
         local.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         local.write_bytes(shipped.harness_source)
@@ -80,4 +84,5 @@ class NodeSandbox:
 
     async def close(self) -> None:
         await self.backend.close()
-        shutil.rmtree(self._harness_dir, ignore_errors=True)
+        if self._harness_dir is not None:
+            shutil.rmtree(self._harness_dir, ignore_errors=True)

@@ -1,0 +1,201 @@
+"""The `agent` problem against hostile code: completions that attack the
+grader, hostile clients against the model proxy, hostile improve() output."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from evoengine.config.compose import load_run_config
+from evoengine.evaluation.evaluator import Evaluator
+from evoengine.evaluation.problem import Problem
+from evoengine.evaluation.sandbox.base import Limits
+from evoengine.evaluation.sandbox.process import ProcessSandbox
+from evoengine.paths import resource_dir
+
+# Each task's "completion": task 0 writes a pass report into every pipe it inherited
+# (the grader's own and the sandbox's result pipe) and exits; task 1 fails with an
+# exception whose name carries text of its choosing (its own hidden test, say).
+HOSTILE_AGENT = '''
+FORGE = """
+import os, stat
+for fd in range(3, 1024):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"P")
+    except OSError:
+        pass
+os._exit(0)
+"""
+LEAK = "raise type('LEAKED_assert_candidate_1_eq_2', (Exception,), {})()"
+
+
+def solve(task, llm):
+    return FORGE if task["task_id"] == "HumanEval/0" else LEAK
+'''
+
+
+def _agent(block: str) -> str:
+    seed = (resource_dir("problems") / "agent" / "initial.py").read_text()
+    start, end = seed.index("# EVOLVE-BLOCK-START"), seed.index("# EVOLVE-BLOCK-END")
+    return seed[:seed.index("\n", start) + 1] + block + seed[end:]
+
+
+async def _evaluate(code: str):
+    config, _ = load_run_config(["problem=agent", "problem.splits.train.spec.count=2",
+                                 "problem.cascade=[]"])
+    backend = ProcessSandbox(pool_size=1)
+    evaluator = Evaluator(Problem(config.problem), backend,
+                          Limits(timeout_s=60, cpu_s=30, memory_mb=1024))
+    try:
+        return await evaluator.evaluate(code)
+    finally:
+        await backend.close()
+
+
+def test_a_completion_cannot_forge_a_pass_or_leak_text_into_feedback() -> None:
+    result = asyncio.run(_evaluate(_agent(HOSTILE_AGENT)))
+    assert result.valid, result.feedback  # the sandbox's result pipe was out of reach
+    assert result.score == 0.0  # a bare "P" on the grader's pipe is no pass
+    assert "LEAKED" not in result.feedback
+    assert "HumanEval/1 (crashed)" in result.feedback
+
+
+def test_a_failing_completion_still_names_its_builtin_exception(tmp_path: Path) -> None:
+    block = 'def solve(task, llm):\n    return "raise ValueError(1)"\n'
+    result = asyncio.run(_evaluate(_agent(block)))
+    assert result.valid and result.score == 0.0
+    assert "HumanEval/0 (ValueError)" in result.feedback
+
+
+class _HeldModel:
+    """A model whose replies wait until released; records the calls it saw end."""
+
+    model = "held"
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.cancelled = 0
+        self.release = asyncio.Event()
+
+    async def complete(self, messages, temperature: float, max_tokens: int):
+        from evoengine.llm.types import Completion
+
+        self.started += 1
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return Completion(text="late", model=self.model, prompt_tokens=100,
+                          completion_tokens=100, cost=1.0)
+
+
+def _request(token: str) -> bytes:
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    return (f"POST /v1/complete HTTP/1.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _reply(conn: socket.socket) -> bytes:
+    conn.settimeout(30)
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def test_silent_clients_are_dropped_and_cannot_crowd_the_proxy_out() -> None:
+    from evoengine.llm import sandbox_proxy
+    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
+
+    async def scenario() -> list[bytes]:
+        proxy = SandboxLLMProxy(_HeldModel(), max_calls=5, max_tokens=0, temperature=0.0,
+                                reply_tokens=10)
+        proxy.read_timeout_s = 0.5
+        await proxy.start()
+        try:
+            def silent() -> list[bytes]:
+                conns = []
+                for _ in range(sandbox_proxy._MAX_CONNECTIONS + 5):
+                    conn = socket.socket(socket.AF_UNIX)
+                    conn.connect(proxy.socket_path)
+                    conns.append(conn)
+                replies = [_reply(conn) for conn in conns]  # each answered, none hangs
+                for conn in conns:
+                    conn.close()
+                return replies
+
+            return await asyncio.to_thread(silent)
+        finally:
+            await proxy.close()
+
+    replies = asyncio.run(scenario())
+    assert all(r.startswith(b"HTTP/1.1 ") for r in replies)
+    assert sum(b" 503 " in r for r in replies) >= 5
+    assert any(b" 400 " in r for r in replies)  # the silent ones timed out
+
+
+def test_a_call_in_flight_when_its_evaluation_ends_is_cancelled() -> None:
+    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
+
+    async def scenario():
+        model = _HeldModel()
+        proxy = SandboxLLMProxy(model, max_calls=5, max_tokens=0, temperature=0.0,
+                                reply_tokens=10)
+        await proxy.start()
+        session = proxy.open_session()
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(proxy.socket_path)
+        conn.sendall(_request(session.token))
+        while model.started == 0:
+            await asyncio.sleep(0.01)
+        proxy.close_session(session)
+        reply = await asyncio.to_thread(_reply, conn)
+        conn.close()
+        model.release.set()  # too late: nothing may be added to the closed session
+        await asyncio.sleep(0.05)
+        await proxy.close()
+        return model, session, reply
+
+    model, session, reply = asyncio.run(scenario())
+    assert model.cancelled == 1
+    assert b" 410 " in reply
+    assert session.calls == 1 and session.tokens == 0 and session.cost == 0.0
+
+
+def test_improve_returning_unencodable_source_is_a_malformed_child() -> None:
+    """A lone surrogate survives the sandbox's JSON; stored or hashed it would crash
+    the controller, so the step is recorded as malformed instead."""
+    import random
+
+    from evoengine.archive.records import code_hash
+    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
+    from evoengine.mutation.self_modify import SelfModifyMutator
+    from evoengine.mutation.types import ParentView
+
+    block = ('def solve(task, llm):\n    return ""\n\n\n'
+             'def improve(own_source, report, llm):\n'
+             '    return own_source.replace("return \\"\\"", "return \'" + chr(0xD800) + "\'")\n')
+    parent = _agent(block)
+
+    async def scenario():
+        config, _ = load_run_config(["problem=agent", "problem.splits.train.spec.count=1",
+                                     "problem.cascade=[]"])
+        backend = ProcessSandbox(pool_size=1)
+        proxy = SandboxLLMProxy(_HeldModel(), max_calls=5, max_tokens=0, temperature=0.0,
+                                reply_tokens=10)
+        evaluator = Evaluator(Problem(config.problem), backend,
+                              Limits(timeout_s=60, cpu_s=30, memory_mb=1024), proxy)
+        mutator = SelfModifyMutator(evaluator)
+        try:
+            return await mutator.propose(ParentView(1, parent, 0.5), [], "", random.Random(0))
+        finally:
+            await mutator.close()
+            await backend.close()
+
+    child = asyncio.run(scenario())
+    assert child.outcome == "malformed", child.message
+    assert "surrogate" in child.message
+    code_hash(child.code)  # what the controller does next must not raise
