@@ -10,10 +10,24 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    """``CI`` is set (``.ci/run`` sets it): prerequisites must be there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test's prerequisite (a Docker daemon, a kernel namespace) is missing: skip it
+    locally, fail it under CI, where a silently skipped check would prove nothing."""
+    if in_ci():
+        pytest.fail(f"CI is set but this test cannot run: {reason}")
+    pytest.skip(reason)
 
 
 def load_problem_file(problem: str, name: str) -> types.ModuleType:

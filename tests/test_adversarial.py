@@ -45,7 +45,7 @@ import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from string import Template
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
@@ -56,7 +56,7 @@ from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
 from evoengine.evaluation.sandbox.base import Limits
 from evoengine.evaluation.sandbox.process import ProcessSandbox
-from tests.conftest import live_descendants, reap_adopted_zombies
+from tests.conftest import live_descendants, reap_adopted_zombies, unavailable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -424,11 +424,6 @@ def _owned(full_id: str, ids: list[str]) -> bool:
 
 
 def _docker_backend() -> Any:
-    def unavailable(reason: str) -> NoReturn:
-        if os.environ.get("CI"):
-            pytest.fail(f"docker backend unavailable in CI: {reason}")
-        pytest.skip(reason)
-
     try:
         from evoengine.evaluation.sandbox.docker_sandbox import (
             DockerSandbox,

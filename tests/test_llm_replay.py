@@ -25,6 +25,7 @@ from evoengine.llm.recording import CallLog, RecordingClient, ReplayClient, set_
 from evoengine.llm.scripted_server import ScriptedServer, error, malformed
 from evoengine.llm.types import Completion, LLMError
 from tests.conftest import archive_rows, evo_command, program_signature
+from tests.test_llm_run import _diff, _full
 
 COMMON = ["problem=bin_packing_quick", "llm=openai", "ui=plain", "sandbox=process",
           "search.num_islands=2", "search.llm_concurrency=1", "search.eval_concurrency=1",
@@ -35,16 +36,6 @@ UNMATCHED = ("<<<<<<< SEARCH\n    return bins  # not in the program\n=======\n"
              "    return -bins\n>>>>>>> REPLACE\n")
 CRASH = ("```python\n# EVOLVE-BLOCK-START\ndef priority(item, bins):\n"
          "    raise ValueError('no idea')\n# EVOLVE-BLOCK-END\n```")
-
-
-def _diff(factor: int) -> str:
-    return (f"Scale the leftover space.\n<<<<<<< SEARCH\n    return -(bins - item)\n=======\n"
-            f"    return -(bins - item) * {factor}\n>>>>>>> REPLACE\n")
-
-
-def _full(exponent: int) -> str:
-    return ("```python\n# EVOLVE-BLOCK-START\ndef priority(item, bins):\n"
-            f"    return -((bins - item) ** {exponent})\n# EVOLVE-BLOCK-END\n```")
 
 
 def _script(hang_after: int | None = None) -> Callable[[dict], dict | str]:

@@ -18,6 +18,7 @@ import pytest
 from evoengine.evaluation.result import ErrorKind
 from evoengine.evaluation.sandbox.base import HarnessJob
 from evoengine.evaluation.sandbox.process import ProcessSandbox
+from tests.conftest import unavailable
 from tests.test_process_sandbox import (
     HARNESS,
     _subreaper,  # noqa: F401 - escaped processes come here
@@ -49,7 +50,7 @@ def test_shared_folders_are_read_only_and_the_work_dirs_capped(job):
     try:
         assert_still_works(backend, job)
         if not backend.files_isolated:
-            pytest.skip("this kernel gave the runner no private mount namespace")
+            unavailable("this kernel gave the runner no private mount namespace")
         marker = Path(tempfile.gettempdir()) / f"evo-test-{os.getpid()}-escaped"
         places = [str(marker)] + [f"{d}/evo-test-escaped" for d in ("/var/tmp", "/dev/shm")
                                   if os.path.isdir(d)]
