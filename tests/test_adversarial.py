@@ -887,7 +887,9 @@ def _offline(candidate, instances):
     attack("numpy_patched", """
 import numpy as np
 
-np.argmax = lambda a, *args, **kwargs: 0  # the harness's choice: first fit, not best fit
+_asarray = np.asarray
+# The harness reads priorities through np.asarray: every bin ties, so first fit wins.
+np.asarray = lambda a, *args, **kwargs: _asarray(a, *args, **kwargs) * 0
 """, INVALID, true_score="best_fit"),
     # ---- bad results
     attack("priority_nan", """

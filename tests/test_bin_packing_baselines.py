@@ -169,6 +169,8 @@ def _candidate(fn) -> types.ModuleType:
     (lambda item, bins: np.full(len(bins), np.nan), "nan"),
     (lambda item, bins: np.full(len(bins), np.inf), "inf"),
     (lambda item, bins: np.full(len(bins), -np.inf), "-inf"),
+    (lambda item, bins: np.full(len(bins), np.nan, dtype=np.float32), "nan"),
+    (lambda item, bins: np.full(len(bins), np.inf, dtype=np.longdouble), "inf"),
     (lambda item, bins: np.zeros(len(bins) + 1), "shape"),
     (lambda item, bins: 1.0, "shape"),
     (lambda item, bins: np.array(["a"] * len(bins)), "dtype"),
