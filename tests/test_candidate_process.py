@@ -26,8 +26,8 @@ from evoengine.evaluation.sandbox.process import ProcessSandbox
 from evoengine.paths import resource_dir
 from tests.test_process_sandbox import (
     _subreaper,  # noqa: F401 - escaped processes come here
-    live_descendants,
     run,
+    sandbox_of,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -88,10 +88,7 @@ def f(x):
 
 @pytest.fixture
 def sandbox() -> Iterator[ProcessSandbox]:
-    backend = ProcessSandbox(pool_size=1)
-    yield backend
-    backend.shutdown()
-    assert live_descendants() == set(), "processes left behind after close()"
+    yield from sandbox_of(pool_size=1)
 
 
 def _job(tmp_path: Path, harness_code: str, candidate_process: bool = True) -> HarnessJob:

@@ -20,11 +20,11 @@ from evoengine.evaluation.sandbox.base import HarnessJob
 from evoengine.evaluation.sandbox.process import ProcessSandbox
 from tests.conftest import unavailable
 from tests.test_process_sandbox import (
-    HARNESS,
     _subreaper,  # noqa: F401 - escaped processes come here
     assert_still_works,
-    live_descendants,
+    harness_job,
     run,
+    sandbox_of,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -32,17 +32,12 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 @pytest.fixture
 def job(tmp_path: Path) -> HarnessJob:
-    harness = tmp_path / "harness.py"
-    harness.write_text(HARNESS)
-    return HarnessJob(key=f"test/{tmp_path.name}", harness_path=harness, instances=[1, 2, 3])
+    return harness_job(tmp_path)
 
 
 @pytest.fixture
 def sandbox() -> Iterator[ProcessSandbox]:
-    backend = ProcessSandbox(pool_size=1)
-    yield backend
-    backend.shutdown()
-    assert live_descendants() == set(), "processes left behind after close()"
+    yield from sandbox_of(pool_size=1)
 
 
 def test_shared_folders_are_read_only_and_the_work_dirs_capped(job):

@@ -47,19 +47,30 @@ def _subreaper() -> Iterator[None]:
     reap_adopted_zombies()
 
 
-@pytest.fixture
-def job(tmp_path: Path) -> HarnessJob:
+def harness_job(tmp_path: Path) -> HarnessJob:
+    """``HARNESS`` in ``tmp_path`` on the instances 1, 2, 3."""
     harness = tmp_path / "harness.py"
     harness.write_text(HARNESS)
     return HarnessJob(key=f"test/{tmp_path.name}", harness_path=harness, instances=[1, 2, 3])
 
 
 @pytest.fixture
-def sandbox() -> Iterator[ProcessSandbox]:
-    backend = ProcessSandbox(pool_size=2)
+def job(tmp_path: Path) -> HarnessJob:
+    return harness_job(tmp_path)
+
+
+def sandbox_of(pool_size: int) -> Iterator[ProcessSandbox]:
+    """Body of the process-sandbox test files' ``sandbox`` fixtures: a sandbox that,
+    once shut down after the test, must have left no process behind."""
+    backend = ProcessSandbox(pool_size=pool_size)
     yield backend
     backend.shutdown()
     assert live_descendants() == set(), "processes left behind after close()"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ProcessSandbox]:
+    yield from sandbox_of(pool_size=2)
 
 
 def run(backend: ProcessSandbox, code: str, job: HarnessJob, limits: Limits = LIMITS) -> RawOutput:
