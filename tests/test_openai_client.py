@@ -44,10 +44,21 @@ def _no_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
 
+TRANSPORT = {"http_client": "auto"}  # set per test by the fixture below
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
+def _transport(request: pytest.FixtureRequest) -> None:
+    """Every test runs over both HTTP clients the SDK can sit on (llm.http_client)."""
+    if request.param == "aiohttp":
+        pytest.importorskip("httpx_aiohttp")
+    TRANSPORT["http_client"] = request.param
+
+
 def make_config(server: ScriptedServer, **overrides: Any) -> LLMConfig:
     values: dict[str, Any] = {"provider": "openai", "model": "test-model",
                               "base_url": server.base_url, "timeout_s": 5.0,
-                              "max_retries": 3, "backoff_s": 0.01}
+                              "max_retries": 3, "backoff_s": 0.01, **TRANSPORT}
     values.update(overrides)
     return LLMConfig(**values)
 
@@ -195,6 +206,7 @@ def test_connection_refused_is_connection() -> None:
     server.stop()
     exc = call_error(config)
     assert exc.kind == "connection"
+    assert "could not reach" in str(exc)
 
 
 # -- permanent failures, not retried ----------------------------------------------------
@@ -314,6 +326,30 @@ def test_sdk_retries_are_off_and_close_is_idempotent() -> None:
             await client.close()
 
         asyncio.run(_go())
+
+
+def test_http_client_choice_and_missing_aiohttp_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    import importlib.util
+
+    with ScriptedServer(["ok"]) as server:
+        async def transport_of(choice: str) -> str:
+            client = OpenAIClient(make_config(server, http_client=choice))
+            try:
+                return type(client._client._client._transport).__module__
+            finally:
+                await client.close()
+
+        assert asyncio.run(transport_of("httpx")) == httpx.AsyncHTTPTransport.__module__
+        if importlib.util.find_spec("httpx_aiohttp") is not None:
+            assert asyncio.run(transport_of("auto")).startswith("httpx_aiohttp")
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None
+                            if name == "httpx_aiohttp" else real_find_spec(name, *a))
+        assert asyncio.run(transport_of("auto")) == httpx.AsyncHTTPTransport.__module__
+        exc = call_error(make_config(server, http_client="aiohttp"))
+    assert "pip install 'openai[aiohttp]'" in str(exc) and "http_client=httpx" in str(exc)
 
 
 def test_retry_after_parsing_and_cap() -> None:

@@ -64,3 +64,5 @@ def test_llm_config_values_are_checked() -> None:
         load_run_config(["llm=openai", "llm.temperature=5"])
     with pytest.raises(ConfigError, match="llm.provider"):
         load_run_config(["llm.provider=cohere"])
+    with pytest.raises(ConfigError, match="llm.http_client.*auto, aiohttp or httpx"):
+        load_run_config(["llm=openai", "llm.http_client=requests"])

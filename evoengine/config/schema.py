@@ -164,6 +164,7 @@ class EditProbabilities:
 
 LLM_PROVIDERS = ("auto", "gp", "openai", "litellm", "vllm")
 ENSEMBLE_STRATEGIES = ("fixed", "ucb")
+HTTP_CLIENTS = ("auto", "aiohttp", "httpx")
 
 
 @dataclass
@@ -194,6 +195,9 @@ class LLMConfig:
     base_url: str | None = None  # any OpenAI-compatible server: vLLM, Ollama, LM Studio
     api_key_env: str = "OPENAI_API_KEY"  # the variable that holds the key (never the key)
     timeout_s: float = 120.0
+    # llm=openai's transport under the SDK: aiohttp (the SDK's `aiohttp` extra, less CPU
+    # per request), httpx (the SDK's default); auto: aiohttp when installed
+    http_client: str = "auto"
     max_retries: int = 4  # on 429, 5xx and connection errors, with exponential backoff
     backoff_s: float = 1.0  # first retry delay; doubles each time
     temperature: float = 0.8
@@ -222,6 +226,8 @@ class LLMConfig:
                  + ", ".join(LLM_PROVIDERS))
         _require(bool(self.model), "llm.model", "must name a model")
         _require(self.timeout_s > 0, "llm.timeout_s", "must be positive")
+        _require(self.http_client in HTTP_CLIENTS, "llm.http_client",
+                 f"unknown HTTP client {self.http_client!r}; choose auto, aiohttp or httpx")
         _require(self.max_retries >= 0, "llm.max_retries", "must be >= 0")
         _require(self.backoff_s >= 0, "llm.backoff_s", "must be >= 0")
         _require(0 <= self.temperature <= 2, "llm.temperature", "must be within [0, 2]")
