@@ -330,8 +330,9 @@ def test_sdk_retries_are_off_and_close_is_idempotent() -> None:
 
 def test_http_client_choice_and_missing_aiohttp_extra(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import httpx
     import importlib.util
+
+    import httpx
 
     with ScriptedServer(["ok"]) as server:
         async def transport_of(choice: str) -> str:
