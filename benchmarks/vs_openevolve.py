@@ -215,7 +215,7 @@ def command(engine: str, mode: str, work: Path, run: str, args: argparse.Namespa
                 "--iterations", str(iterations)]
     problem = ["problem=bin_packing_quick", *NO_HOLDOUT] if mode == "real" else \
         [f"problem={work / 'bin_packing_trivial'}"]  # a train split only
-    return [sys.executable, "-m", "evoengine.cli.main", "run", *problem,
+    return [sys.executable, "-m", "evoengine.cli", "run", *problem,
             "llm=openai", f"llm.base_url={base_url}", "llm.model=scripted-model",
             "ui=plain", "sandbox=process", f"sandbox.pool_size={args.pool_size}",
             f"search.llm_concurrency={concurrency}", f"search.eval_concurrency={concurrency}",

@@ -42,7 +42,7 @@ def load_problem_file(problem: str, name: str) -> types.ModuleType:
 
 
 def evo_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "evoengine.cli.main", *args]
+    return [sys.executable, "-m", "evoengine.cli", *args]
 
 
 @pytest.fixture

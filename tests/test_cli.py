@@ -66,3 +66,27 @@ def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
     assert "-3.2500" in text and "timeout 4" in text and "gp:grow" in text
     assert "eval/s" in text
     assert "cost $0.0123" in text and "tokens 45,000 in / 6,000 out" in text
+
+
+def test_evo_entry_turns_the_garbage_collector_back_on(tmp_path: Path) -> None:
+    """`evo` starts with the collector off (cli.entry); every command must turn it back
+    on: a search once it is set up (after gc.freeze), any other command at once."""
+    import subprocess
+    import sys
+
+    probe = ("import gc, sys\nfrom evoengine.cli import entry\nimport evoengine.cli.run_cmd as rc\n"
+             "seen = []\nreal = rc._drive\n"
+             "async def spy(ctx, controller):\n"
+             "    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))\n"
+             "    return await real(ctx, controller)\n"
+             "rc._drive = spy\nsys.argv = ['evo'] + sys.argv[1:]\ncode = entry()\n"
+             "print(code, gc.isenabled(), seen)\n")
+    problems = subprocess.run([sys.executable, "-c", probe, "problems"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    assert problems.stdout.strip().splitlines()[-1] == "0 True []", problems.stderr
+    run = subprocess.run([sys.executable, "-c", probe, "run", "problem=bin_packing_quick",
+                          "llm=gp", "sandbox=process", "search.max_evaluations=3",
+                          "~problem.splits.validation", "~problem.splits.test",
+                          "ui=plain", f"runs_dir={tmp_path}", "name=gc"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip().splitlines()[-1] == "0 True [(True, True)]", run.stderr

@@ -55,7 +55,7 @@ def test_problem_given_as_a_directory(tmp_path: Path) -> None:
 
 def test_cli_reports_bad_key_before_any_work(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "evoengine.cli.main", "run", "search.nope=1"],
+        [sys.executable, "-m", "evoengine.cli", "run", "search.nope=1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("run", "resume"):  # those enable it once set up (``entry``)
+        gc.enable()
     try:
         if args.command == "run":
             from evoengine.cli.run_cmd import run_command

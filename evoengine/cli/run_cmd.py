@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from pathlib import Path
 
@@ -56,6 +57,11 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
         stats.message = UNTRUSTED_SCORE_NOTE
     validated: list[ValidatedProgram] = []
     status = "failed"
+    # What start-up built (modules, config, the rebuilt archive) lives as long as the
+    # run: out of the collector's sight, a full collection takes ~2 ms instead of ~70.
+    # The collector was off during start-up when launched as ``evo`` (cli.entry).
+    gc.freeze()
+    gc.enable()
     try:
         with Dashboard(stats, config.ui, console) as dashboard:
             controller.on_step = dashboard.tick

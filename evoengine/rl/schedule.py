@@ -125,7 +125,7 @@ class RLSchedule:
 
     async def _run_training(self, name: str, folder: Path) -> int:
         self.adapters_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "evoengine.cli.main", "train", self.run_source,
+        command = [sys.executable, "-m", "evoengine.cli", "train", self.run_source,
                    "--out", str(folder), "--name", name]
         if self.run_name:
             command += ["--run", self.run_name]
