@@ -76,3 +76,16 @@ def test_a_problem_that_serves_a_model_to_candidates_refuses_ray() -> None:
     reach it, so executor=ray is refused before anything starts."""
     with pytest.raises(ConfigError, match="executor.kind: .*use executor=local"):
         load_run_config(["problem=agent", "executor=ray", "llm=openai"])
+
+
+def test_the_stored_config_keeps_no_database_password() -> None:
+    from evoengine.controller.setup import storable_config
+
+    config, _ = load_run_config(["db=postgres",
+                                 "db.url=postgresql+psycopg://evo:pw@127.0.0.1:5432/arch"])
+    config.db.url += "?sslmode=require"
+    assert storable_config(config)["db"]["url"] == \
+        "postgresql+psycopg://evo@127.0.0.1:5432/arch?sslmode=require"
+    config.db.url = "not a url"
+    with pytest.raises(ConfigError, match="db.url is not a database URL"):
+        storable_config(config)

@@ -50,6 +50,15 @@ def test_run_stores_every_program_and_reports_the_best(run_evo, tmp_path: Path) 
     assert f"{best_score:.6g}" in result.stdout
 
 
+def test_resume_applies_db_echo_given_then(run_evo, tmp_path: Path) -> None:
+    first = run_evo("run", *QUICK, "search.max_evaluations=2", "name=echo")
+    assert first.returncode == 0, first.stderr
+    assert "INSERT INTO programs" not in first.stdout + first.stderr
+    resumed = run_evo("resume", "runs/echo", "search.max_evaluations=3", "db.echo=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "INSERT INTO programs" in resumed.stdout + resumed.stderr  # SQLAlchemy's log
+
+
 def test_same_seed_and_config_give_an_identical_archive(run_evo, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = run_evo("run", *QUICK, "search.max_evaluations=20", "seed=3", f"name={name}",

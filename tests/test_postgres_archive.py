@@ -182,10 +182,14 @@ def test_evo_run_and_resume_on_postgresql(run_evo, postgres_url: str, tmp_path: 
                     f"db.url={postgres_url}", "name=pg-run", *common)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert "name: pg-run" in (run_dir / "config.yaml").read_text()
+    # the password is kept nowhere: resuming from the folder connects without one
+    assert "s3cret-pw" not in (run_dir / "config.yaml").read_text()
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        assert "s3cret-pw" not in str(conn.execute(select(Run.config)).scalar())
 
     resumed = run_evo("resume", str(run_dir), "search.max_evaluations=30", "ui=plain")
     assert resumed.returncode == 0, resumed.stderr
-    engine = make_engine(postgres_url)
     with engine.connect() as conn:
         train = conn.execute(select(func.count(Evaluation.id)).where(
             Evaluation.split == "train")).scalar()

@@ -7,8 +7,11 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from evoengine.archive.archive import Archive
 from evoengine.archive.grid import FeatureSpace
@@ -115,13 +118,31 @@ def start_run(config: RunConfig) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
     engine = make_engine(db_url, config.db.echo)
-    plain = dataclasses.asdict(config)
+    plain = storable_config(config)
     # The row first: on a shared database the name may be taken, and then the folder
     # of that run (its config.yaml) must stay as it is.
     store = ArchiveStore.create_run(engine, config.name, config.problem.name, config.seed,
                                     plain)
     OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
     return parts.assemble(config, run_dir, db_url, store, next_step=0)
+
+
+def storable_config(config: RunConfig) -> dict[str, Any]:
+    """The config as the run keeps it (its ``config.yaml`` and database row): with no
+    password in ``db.url``. A resume connects without one, so the server's own means
+    supply it (for PostgreSQL: ``PGPASSWORD`` or ``~/.pgpass``), or the full URL is
+    given again: ``evo resume postgresql://user:password@host/db name=<run>``."""
+    plain = dataclasses.asdict(config)
+    if config.db.url:
+        try:
+            url = make_url(config.db.url)
+        except ArgumentError:
+            raise ConfigError(f"db.url is not a database URL: {config.db.url!r}; write it "
+                              "as dialect+driver://user@host/database") from None
+        bare = URL.create(url.drivername, url.username, None, url.host, url.port,
+                          url.database, url.query)  # (URL.set skips a None password)
+        plain["db"]["url"] = bare.render_as_string(hide_password=False)
+    return plain
 
 
 def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
@@ -152,8 +173,9 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
     except Exception as exc:
         raise ConfigError(str(exc).splitlines()[0]) from exc
     config = to_run_config(merged)
+    engine.echo = config.db.echo  # the stored setting, or the override given now
     parts = _Parts.build(config)
-    store.set_config(dataclasses.asdict(config))
+    store.set_config(storable_config(config))
     if url is not None:
         run_dir = Path(config.runs_dir) / run.name
         run_dir.mkdir(parents=True, exist_ok=True)
