@@ -30,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from proc_cpu import tree_cpu  # noqa: E402  (benchmarks/proc_cpu.py)
+
 from evoengine.config.compose import load_run_config  # noqa: E402
 from evoengine.evaluation.problem import Problem, import_file  # noqa: E402
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits  # noqa: E402
@@ -41,11 +43,7 @@ TRIVIAL_HARNESS = "def run(candidate, instances):\n    return []\n"
 
 def runners_cpu_s(sandbox: ProcessSandbox) -> float:
     """User+system CPU of the live runners and of the children they have reaped."""
-    total = 0
-    for pid in sandbox.runner_pids():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
+    return tree_cpu(sandbox.runner_pids())
 
 
 async def measure(job: HarnessJob, code: str, evaluations: int, concurrency: int) -> dict:

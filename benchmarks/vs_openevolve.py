@@ -45,6 +45,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from proc_cpu import proc_cpu, tree_cpu  # noqa: E402  (benchmarks/proc_cpu.py)
+
 from evoengine.config.compose import load_run_config  # noqa: E402
 from evoengine.evaluation.problem import Problem, import_file  # noqa: E402
 from evoengine.llm.scripted_server import ScriptedServer  # noqa: E402
@@ -133,27 +135,6 @@ class Script:
         return diff_reply(k)
 
 
-def tree_cpu(root: int) -> float:
-    """User+system CPU seconds of ``root`` and all its live descendants (with the
-    CPU of the children they reaped), read from /proc."""
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            cpu[int(entry)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += cpu.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def ensure_venv(version: str) -> str:
     """Create (or reuse) the OpenEvolve venv; return the installed version."""
     python = VENV / "bin" / "python"
@@ -234,12 +215,6 @@ def count_evaluations(engine: str, work: Path, run: str) -> int:
                             ).fetchone()[0]
 
 
-def _proc_cpu(pid: int) -> tuple[str, float]:
-    """State and own user+system CPU seconds of ``pid`` from /proc (a zombie keeps them)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _reap_orphans(deadline_s: float = 5.0) -> bool:
     """Reap descendants re-parented to this subreaper; True if some outlived the wait."""
     end = time.monotonic() + deadline_s
@@ -265,7 +240,7 @@ def measure(engine: str, mode: str, work: Path, repeat: int, script: Script,
     script.reset(proc.pid, args.iterations)
     main_cpu = 0.0
     while True:  # read the main process's own CPU as a zombie, just before reaping it
-        state, main_cpu = _proc_cpu(proc.pid)
+        state, main_cpu = proc_cpu(proc.pid)
         if state == "Z":
             break
         time.sleep(0.02)
