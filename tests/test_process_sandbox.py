@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import os
 import signal
 import socket
@@ -374,3 +375,16 @@ def test_concurrent_runs_share_a_bounded_pool(sandbox, job):
     assert all(r.ok and r.output == [1, 2, 3] for r in results), results
     assert len(sandbox.runner_pids()) <= 2
     assert_still_works(sandbox, job)
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_candidate_is_a_regular_module(sandbox, job, own_process):
+    code = ("import inspect, sys\n"
+            "def f(x):\n"
+            "    me = sys.modules[__name__]\n"
+            "    return [__name__, __spec__.name, __spec__.origin == __file__, me.f is f,\n"
+            "            __loader__.get_source(__name__) == inspect.getsource(me),\n"
+            "            inspect.getsource(f).splitlines()[0]]\n")
+    result = run(sandbox, code, dataclasses.replace(job, candidate_process=own_process))
+    assert result.ok, result
+    assert result.output[0] == ["candidate", "candidate", True, True, True, "def f(x):"]
