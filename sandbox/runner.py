@@ -331,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(root)  # not the host folder we were started in
     sysos.prctl(sysos.PR_SET_CHILD_SUBREAPER, 1)
     sysos.prctl(sysos.PR_SET_DUMPABLE, 0)  # a same-uid candidate cannot ptrace us
+    if not child.prepare_children():  # no_new_privs from here on, children included
+        print("runner: PR_SET_NO_NEW_PRIVS failed", file=sys.stderr)
     try:
         send_frame(proto_out, {"type": "hello", "network_isolated": isolated,
                                "files_isolated": files, "work_mb": args.work_mb if files else None,

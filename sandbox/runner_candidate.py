@@ -68,6 +68,7 @@ from runner_channel import (
 )
 from runner_child import (
     close_fds_except,
+    die_with_parent,
     harness_failed,
     import_candidate,
     limit_memory,
@@ -78,9 +79,10 @@ from runner_child import (
     set_limit,
 )
 from runner_codec import CodecError, decode, decode_pair, encode, encode_into
-from runner_os import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, current_cpu, prctl
+from runner_os import PR_SET_DUMPABLE, PreparedPrctl, current_cpu
 
 LINGER_S = 1.0  # how long a candidate process may take to exit once its channel closed
+_UNDUMPABLE = PreparedPrctl(PR_SET_DUMPABLE, 0)
 _EXIT = os._exit  # held here so a candidate that replaces os._exit cannot keep us alive
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _OUT_OF_MEMORY = bytes(new_message(ERROR) + encode(
@@ -92,7 +94,7 @@ def evaluate(job: dict[str, Any], result_fd: int, limits: dict[str, Any],
              signals: dict[int, Any]) -> None:
     """The harness process: start the candidate process, then run the harness on a
     module that forwards to it (see the module docstring)."""
-    prctl(PR_SET_DUMPABLE, 0)
+    _UNDUMPABLE()
     _share_one_cpu()
     try:
         candidate = CandidateProcess(job, limits, signals)
@@ -240,7 +242,7 @@ class CandidateProcess:
 def _candidate_main(parent: int, read_fd: int, write_fd: int, job: dict[str, Any],
                     limits: dict[str, Any], signals: dict[int, Any]) -> int:
     """The candidate process: import the candidate, answer calls; the exit status."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited through fork
+    die_with_parent()  # not inherited through fork
     if os.getppid() != parent:
         return 1
     close_fds_except([read_fd, write_fd, *job["import_fds"]])

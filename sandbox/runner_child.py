@@ -41,6 +41,7 @@ from runner_channel import UnsendableValue, describe, print_traceback
 from runner_os import (
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
+    PreparedPrctl,
     drop_capabilities,
     prctl,
 )
@@ -168,11 +169,23 @@ def _confine(workdir: str, out_fd: int, keep_fds: list[int], limits: dict[str, A
         os.setresuid(NOBODY, NOBODY, NOBODY)
     else:
         drop_capabilities()
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+    # PR_SET_NO_NEW_PRIVS and line-buffered stdout/stderr come from the runner
+    # (``prepare_children``), so that no child pays for them
+    die_with_parent()  # after setuid, which clears it
+
+
+die_with_parent = PreparedPrctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def prepare_children() -> bool:
+    """Once, in the runner, what every forked child would otherwise do for itself:
+    no privileges gained through execve() (inherited, and irreversible), and stdout
+    and stderr line-buffered (the candidate's output reaches its file line by line,
+    up to a crash). True when PR_SET_NO_NEW_PRIVS took."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.reconfigure(line_buffering=True)
+    return prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -7,6 +7,7 @@ the signals a candidate could send it, while the candidate keeps Python's usual 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -112,3 +113,17 @@ def test_candidate_keeps_normal_signals_and_cannot_stop_the_runner(sandbox, job)
     assert term.error is ErrorKind.CRASH and "SIGTERM" in term.message, term
     assert_still_works(sandbox, job)
     assert sandbox.runner_pids() == pids
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_candidate_gains_no_privileges_and_its_lines_survive_a_hard_crash(sandbox, job,
+                                                                         own_process):
+    code = ("import os\n"
+            "def f(x):\n"
+            "    status = open('/proc/self/status').read()\n"
+            "    print('no_new_privs', status.split('NoNewPrivs:')[1].split()[0])\n"
+            "    os.abort()\n")  # no flush at exit: only line buffering saves the line
+    result = run(sandbox, code, dataclasses.replace(job, candidate_process=own_process))
+    assert result.error is ErrorKind.CRASH and "SIGABRT" in result.message, result
+    assert "no_new_privs 1" in result.stderr_tail, result
+    assert_still_works(sandbox, job)
