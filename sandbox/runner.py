@@ -39,7 +39,8 @@ without it, imports the candidate next to the harness. This process watches the
 pipe against the wall-clock deadline and the output cap, then kills the group and
 sweeps every remaining descendant (we are a child subreaper, so ``setsid()`` and
 double forks do not escape), wipes everything under ``--root`` (the next evaluation
-starts from an empty root) and classifies how the child ended (``classify``).
+starts from an empty root; all three in ``runner_reap.py``) and classifies how the
+child ended (``classify``).
 
 Stdlib only, no engine imports: the same files serve inside sandbox images.
 """
@@ -62,6 +63,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.append(_HERE)  # -I leaves our own folder off sys.path; the helpers live there
 sysos = importlib.import_module("runner_os")
+reap = importlib.import_module("runner_reap")
 child = importlib.import_module("runner_child")
 split = importlib.import_module("runner_candidate")
 channel = importlib.import_module("runner_channel")
@@ -140,10 +142,10 @@ class Runner:
                 os.chown(path, child.NOBODY, child.NOBODY)
             outcome = self._fork_and_watch(code, workdir, out_fd, limits, env or {})
         finally:
-            clean = sysos.sweep()
+            clean = reap.sweep()
             tail = _read_tail(out_fd)
             os.close(out_fd)
-            clean = sysos.wipe(self.root, self.root_mode) and clean
+            clean = reap.wipe(self.root, self.root_mode) and clean
         reply = classify(outcome, limits)
         if workdir:  # the folder's random name would make the same program's feedback
             # (and so the prompts built from it) differ from run to run
@@ -178,7 +180,7 @@ class Runner:
         now = time.monotonic()
         if now - when > 1.0:
             uid = child.NOBODY if self.drop_to_nobody else os.getuid()
-            count, when = sysos.count_tasks(uid), now
+            count, when = reap.count_tasks(uid), now
             self._tasks = (count, when)
         return count
 
@@ -216,7 +218,7 @@ class Runner:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the child; whichever runs first wins
         try:
-            return sysos.watch(pid, read_fd, limits, start)
+            return reap.watch(pid, read_fd, limits, start)
         finally:
             os.close(read_fd)
 
@@ -343,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     # The host closed the pipes: it is gone (killed, maybe), so nobody else will
     # tidy up. When it replaces us it kills us instead, and keeps our log.
-    sysos.sweep()
-    sysos.wipe(root, runner.root_mode)
+    reap.sweep()
+    reap.wipe(root, runner.root_mode)
     if owned:
         if files:
             sysos.umount(root)  # our tmpfs, over the folder that now goes

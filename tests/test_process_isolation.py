@@ -1,4 +1,4 @@
-"""The process sandbox keeps files and signals to itself (runner_os.py).
+"""The process sandbox keeps files and signals to itself (runner_os.py, runner_reap.py).
 
 In its own mount namespace the runner makes the host's shared folders read-only and
 puts its work dirs on a capped tmpfs, wipes them after every evaluation, and ignores

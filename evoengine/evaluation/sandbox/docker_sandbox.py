@@ -57,7 +57,7 @@ RUNNER_MEMORY_MB = 256  # the runner's own interpreter, numpy, and the copy-on-w
 RUNNER_PIDS = 8  # the runner and whatever it runs besides the candidate
 BUILD_HINT = "run `evo sandbox build`"
 RUNNER_FILES = ("runner.py", "runner_child.py", "runner_os.py", "runner_codec.py",
-                "runner_channel.py", "runner_candidate.py", "evo_llm.py")
+                "runner_channel.py", "runner_candidate.py", "runner_reap.py", "evo_llm.py")
 RUNNER_LABEL = "evoengine.sandbox.runner"  # image label: runner_digest() at build time
 
 
