@@ -14,6 +14,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.proc_table import process_table
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -85,28 +87,14 @@ def program_signature(db_path: Path) -> list[tuple]:
         FROM programs ORDER BY id""")
 
 
-def _process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, state letter) for every process in /proc."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rpartition(b")")[2].split()
-                table[int(name)] = (int(fields[1]), fields[0].decode())
-            except (OSError, IndexError, ValueError):
-                continue
-    return table
-
-
 def live_descendants() -> set[int]:
     """Non-zombie descendants of this test process (sandbox tests make it a child
     subreaper, so processes that escaped a sandbox show up here)."""
-    table = _process_table()
+    table = process_table()
     found, stack = set(), [os.getpid()]
     while stack:
         parent = stack.pop()
-        for pid, (ppid, state) in table.items():
+        for pid, (ppid, state, _cmd) in table.items():
             if ppid == parent and pid not in found:
                 stack.append(pid)
                 if state != "Z":
@@ -116,7 +104,7 @@ def live_descendants() -> set[int]:
 
 def reap_adopted_zombies() -> None:
     """Wait for exited processes this (subreaper) test process adopted."""
-    for pid, (ppid, state) in _process_table().items():
+    for pid, (ppid, state, _cmd) in process_table().items():
         if ppid == os.getpid() and state == "Z":
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)

@@ -18,36 +18,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.proc_table import process_table
+
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _processes() -> dict[int, tuple[int, bytes]]:
-    """pid -> (parent pid, command line) for every process in /proc."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    ppid = int(f.read().rpartition(b")")[2].split()[1])
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    table[int(name)] = (ppid, f.read())
-            except (OSError, IndexError, ValueError):
-                continue
-    return table
 
 
 def kill_processes_of(temp_dir: Path) -> int:
     """SIGKILL every process of the Ray node that lives in ``temp_dir`` (its command
     line names the folder) and all their descendants: the node is lost, as when its
     machine goes away. Returns how many were killed."""
-    table = _processes()
+    table = process_table(with_cmdline=True)
     needle = str(temp_dir).encode()
-    victims = {pid for pid, (_, cmd) in table.items() if needle in cmd and pid != os.getpid()}
+    victims = {pid for pid, row in table.items() if needle in row.cmdline and pid != os.getpid()}
     grew = True
     while grew:
         grew = False
-        for pid, (ppid, _) in table.items():
-            if ppid in victims and pid not in victims:
+        for pid, row in table.items():
+            if row.ppid in victims and pid not in victims:
                 victims.add(pid)
                 grew = True
     for pid in victims:
