@@ -8,7 +8,9 @@ items) and ``trivial`` (returns at once), with and without the candidate's own p
 (``problem.candidate_process``). No model and no controller: the figure is what
 isolation costs per evaluation, to set against the harness's own CPU in a warm
 process (printed first). CPU = user + system time of the runners (read from /proc,
-the CPU of the children they reaped included) over the timed evaluations.
+the CPU of the children they reaped included) over the timed evaluations; page faults
+= their minor page faults, counted the same way (mostly the pages a fresh fork copies
+before writing to them): an exact count where CPU times vary run to run.
 
     python benchmarks/sandbox_overhead.py [--evaluations 800] [--repeats 3]
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from proc_cpu import tree_cpu  # noqa: E402  (benchmarks/proc_cpu.py)
+from proc_cpu import tree_usage  # noqa: E402  (benchmarks/proc_cpu.py)
 
 from evoengine.config.compose import load_run_config  # noqa: E402
 from evoengine.evaluation.problem import Problem, import_file  # noqa: E402
@@ -41,9 +43,10 @@ BIN_PACKING = REPO / "problems" / "bin_packing"
 TRIVIAL_HARNESS = "def run(candidate, instances):\n    return []\n"
 
 
-def runners_cpu_s(sandbox: ProcessSandbox) -> float:
-    """User+system CPU of the live runners and of the children they have reaped."""
-    return tree_cpu(sandbox.runner_pids())
+def runners_usage(sandbox: ProcessSandbox) -> tuple[float, int]:
+    """(user+system CPU, minor page faults) of the live runners and of the children
+    they have reaped."""
+    return tree_usage(sandbox.runner_pids())
 
 
 async def measure(job: HarnessJob, code: str, evaluations: int, concurrency: int) -> dict:
@@ -58,18 +61,19 @@ async def measure(job: HarnessJob, code: str, evaluations: int, concurrency: int
 
     try:
         await asyncio.gather(*(one() for _ in range(2 * concurrency)))  # start them all
-        before, started = runners_cpu_s(sandbox), time.perf_counter()
+        before, started = runners_usage(sandbox), time.perf_counter()
         host_before = resource.getrusage(resource.RUSAGE_SELF)
         await asyncio.gather(*(one() for _ in range(evaluations)))
         wall = time.perf_counter() - started
         host_after = resource.getrusage(resource.RUSAGE_SELF)
-        sandbox_cpu = runners_cpu_s(sandbox) - before
+        after = runners_usage(sandbox)
     finally:
         await sandbox.close()
     host_cpu = (host_after.ru_utime - host_before.ru_utime) + (
         host_after.ru_stime - host_before.ru_stime)
     return {"evals_per_s": evaluations / wall,
-            "sandbox_cpu_ms_per_eval": 1000 * sandbox_cpu / evaluations,
+            "sandbox_cpu_ms_per_eval": 1000 * (after[0] - before[0]) / evaluations,
+            "sandbox_faults_per_eval": (after[1] - before[1]) / evaluations,
             "host_cpu_ms_per_eval": 1000 * host_cpu / evaluations}
 
 
@@ -113,7 +117,8 @@ def main() -> None:
                                   for key in runs[0]} | {"runs": runs}
                 row = results[label]
                 print(f"{label:>38}: {row['evals_per_s']:6.0f} eval/s, sandbox "
-                      f"{row['sandbox_cpu_ms_per_eval']:.2f} ms CPU per evaluation, host "
+                      f"{row['sandbox_cpu_ms_per_eval']:.2f} ms CPU and "
+                      f"{row['sandbox_faults_per_eval']:.0f} page faults per evaluation, host "
                       f"{row['host_cpu_ms_per_eval']:.2f} ms", flush=True)
     machine = {"platform": platform.platform(), "python": platform.python_version(),
                "cpus": os.cpu_count()}

@@ -146,6 +146,7 @@ class Runner:
             tail = _read_tail(out_fd)
             os.close(out_fd)
             clean = reap.wipe(self.root, self.root_mode) and clean
+            sysos.reseed_random()  # for the next child (see runner_os.fork_lean)
         reply = classify(outcome, limits)
         if workdir:  # the folder's random name would make the same program's feedback
             # (and so the prompts built from it) differ from run to run
@@ -204,7 +205,7 @@ class Runner:
             body, keep, restore = child.evaluate, import_fds, True
         read_fd, write_fd = os.pipe()
         start = time.monotonic()
-        pid = os.fork()
+        pid = sysos.fork_lean()
         if pid == 0:
             try:
                 os.environ.update({str(k): str(v) for k, v in env.items()})

@@ -388,3 +388,28 @@ def test_candidate_is_a_regular_module(sandbox, job, own_process):
     result = run(sandbox, code, dataclasses.replace(job, candidate_process=own_process))
     assert result.ok, result
     assert result.output[0] == ["candidate", "candidate", True, True, True, "def f(x):"]
+
+
+@pytest.mark.parametrize("own_process", [False, True], ids=["beside_harness", "own_process"])
+def test_each_candidate_gets_fresh_randomness_and_working_threads(sandbox, job, own_process):
+    """The runner forks without CPython's at-fork hooks (``runner_os.fork_lean``): a
+    candidate must still see what a fork with them gives it. ``random`` starts from
+    a state no earlier evaluation had, the process is its own main thread, and the
+    threads it starts run and are counted."""
+    code = ("import os, random, threading\n"
+            "def f(x):\n"
+            "    box, go = [], threading.Event()\n"
+            "    worker = threading.Thread(target=lambda: go.wait() and box.append(os.getpid()))\n"
+            "    worker.start()\n"
+            "    started = threading.active_count()\n"
+            "    go.set()\n"
+            "    worker.join()\n"
+            "    return [random.getrandbits(64), box == [os.getpid()], started,\n"
+            "            threading.current_thread() is threading.main_thread()]\n")
+    job = dataclasses.replace(job, candidate_process=own_process, instances=[1])
+    outputs = [run(sandbox, code, job) for _ in range(4)]
+    assert all(result.ok for result in outputs), outputs
+    draws = [result.output[0][0] for result in outputs]
+    assert len(set(draws)) == len(draws), f"two evaluations drew the same numbers: {draws}"
+    for result in outputs:
+        assert result.output[0][1:] == [True, 2, True], result.output
