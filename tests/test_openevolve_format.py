@@ -225,3 +225,38 @@ def test_evo_problems_lists_openevolve_dirs(run_evo, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("oe_listed"))
     assert "OpenEvolve format, untrusted score" in line
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("timeout: 1.0e+308", "evaluator.timeout must be a number from 0.001 to 86400"),
+    ("timeout: .nan", "evaluator.timeout must be a number"),
+    ("timeout: 0", "evaluator.timeout must be a number"),
+    ("memory_limit_mb: 0.5", "evaluator.memory_limit_mb must be a number from 1 to"),
+    ("memory_limit_mb: '2048'", "evaluator.memory_limit_mb must be a number"),
+    ('cascade_evaluation: "false"', "evaluator.cascade_evaluation must be true or false"),
+    ("cascade_thresholds: [0.5, .nan]", "cascade_thresholds must be a list of finite"),
+    ("cascade_thresholds: [0.5, .inf]", "cascade_thresholds must be a list of finite"),
+])
+def test_config_yaml_out_of_range_is_a_one_line_error(run_evo, tmp_path: Path, setting: str,
+                                                      message: str) -> None:
+    """A value OpenEvolve's own loader would take but the sandbox cannot honour (a
+    timeout past what a CPU limit can hold, memory that rounds to none, a quoted
+    "false" that Python reads as true, a threshold no score can pass) is refused when
+    the run starts, in one line, before anything is stored."""
+    folder = write_dir(tmp_path / "oe_bad", EVALUATOR, config=f"evaluator:\n  {setting}\n",
+                       extra={"helper.py": HELPER, "data.json": json.dumps({"target": 3.0})})
+    result = run_evo("run", f"problem={folder}", "search.max_evaluations=2",
+                     f"runs_dir={tmp_path / 'runs'}", "name=bad")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "runs" / "bad" / "archive.db").exists()
+
+
+def test_config_yaml_quoted_false_is_read_as_written(tmp_path: Path) -> None:
+    folder = write_dir(tmp_path / "oe_flag", CASCADE_EVALUATOR,
+                       config="evaluator:\n  cascade_evaluation: false\n  timeout: 20\n")
+    config, _ = load_run_config([f"problem={folder}"])
+    assert config.problem.splits["train"].spec["cascade"] is False
+    assert config.problem.timeout_s == 20.0  # one call: no stages run

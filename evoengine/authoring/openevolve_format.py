@@ -10,8 +10,10 @@ candidate's file itself). From the dir's ``config.yaml``, when there is one, com
 is that times the number of cascade stages), ``evaluator.cascade_evaluation``
 (default true), ``evaluator.cascade_thresholds`` (default 0.5, 0.75, 0.9),
 ``evaluator.memory_limit_mb`` and ``prompt.system_message`` (the description for the
-prompts). Everything else there (models, search settings) is the engine's business
-and comes from ``conf/`` and the command line.
+prompts). A value there that the sandbox could not honour (a timeout past a day,
+under 1 MiB of memory, a quoted "false", a threshold that is not a finite number) is
+a one-line error when the run starts. Everything else there (models, search
+settings) is the engine's business and comes from ``conf/`` and the command line.
 
 A seed without EVOLVE-BLOCK markers is evolvable as a whole, as in OpenEvolve; with
 markers only the block is. There is one split, ``train``: the dir's evaluator is the
@@ -35,6 +37,11 @@ STAGE_FUNCTIONS = ("evaluate_stage1", "evaluate_stage2", "evaluate_stage3")
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_THRESHOLDS = [0.5, 0.75, 0.9]
 DEFAULT_MEMORY_MB = 2048
+# What config.yaml may ask for: from a millisecond to a day per evaluator call (the
+# sandbox's CPU limit is a whole number of seconds: a huge one would not be), and
+# 1 MiB to 1 TiB of memory (a fraction of a MiB would round to no memory at all).
+MIN_TIMEOUT_S, MAX_TIMEOUT_S = 0.001, 86_400.0
+MAX_MEMORY_MB = 1 << 20
 DEFAULT_DESCRIPTION = (
     "Improve the program. It is scored by the problem's own evaluator.py, which runs it "
     "and reports combined_score (higher is better) and other metrics.")
@@ -88,14 +95,28 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return loaded
 
 
-def _number(section: dict[str, Any], key: str, default: float, where: Path) -> float:
+def _number(section: dict[str, Any], key: str, default: float, where: Path,
+            low: float, high: float) -> float:
+    """``evaluator.<key>``: a number from ``low`` to ``high``, or ``default``."""
     value = section.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
-            or not math.isfinite(value):
-        raise OpenEvolveFormatError(f"{where}: evaluator.{key} must be a positive number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not low <= value <= high:  # NaN fails the comparison too
+        raise OpenEvolveFormatError(f"{where}: evaluator.{key} must be a number from "
+                                    f"{low:g} to {high:g}, not {value!r}")
     return float(value)
+
+
+def _flag(section: dict[str, Any], key: str, default: bool, where: Path) -> bool:
+    """``evaluator.<key>``: YAML's true or false (a quoted "false" would read as true)."""
+    value = section.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise OpenEvolveFormatError(f"{where}: evaluator.{key} must be true or false "
+                                    f"(unquoted), not {value!r}")
+    return value
 
 
 def problem_dict(folder: Path) -> dict[str, Any]:
@@ -108,14 +129,17 @@ def problem_dict(folder: Path) -> dict[str, Any]:
         raise OpenEvolveFormatError(f"{folder / 'config.yaml'}: evaluator and prompt must "
                                     "be mappings")
     where = folder / "config.yaml"
-    timeout = _number(evaluator, "timeout", DEFAULT_TIMEOUT_S, where)
-    memory = int(_number(evaluator, "memory_limit_mb", DEFAULT_MEMORY_MB, where))
+    timeout = _number(evaluator, "timeout", DEFAULT_TIMEOUT_S, where, MIN_TIMEOUT_S,
+                      MAX_TIMEOUT_S)
+    memory = math.ceil(_number(evaluator, "memory_limit_mb", DEFAULT_MEMORY_MB, where,
+                               1, MAX_MEMORY_MB))
     thresholds = evaluator.get("cascade_thresholds", DEFAULT_THRESHOLDS)
     if not isinstance(thresholds, list) or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds):
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+            for t in thresholds):
         raise OpenEvolveFormatError(f"{where}: evaluator.cascade_thresholds must be a list "
-                                    "of numbers")
-    cascade = bool(evaluator.get("cascade_evaluation", True))
+                                    f"of finite numbers, not {thresholds!r}"[:300])
+    cascade = _flag(evaluator, "cascade_evaluation", True, where)
     stages = [name for name in STAGE_FUNCTIONS
               if name in _top_level_functions(folder / EVALUATOR_FILE)]
     calls = max(1, len(stages)) if cascade else 1
