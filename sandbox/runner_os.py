@@ -9,8 +9,8 @@ what the ``os`` module lacks: prctl(2), unshare(2), mount(2), capset(2).
 
 from __future__ import annotations
 
-import contextlib
 import _thread
+import contextlib
 import ctypes
 import os
 import sys
