@@ -199,3 +199,60 @@ def test_improve_returning_unencodable_source_is_a_malformed_child() -> None:
     assert child.outcome == "malformed", child.message
     assert "surrogate" in child.message
     code_hash(child.code)  # what the controller does next must not raise
+
+
+class _FillingModel(_HeldModel):
+    """A held model whose reply fills the max_tokens each call was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+
+    async def complete(self, messages, temperature: float, max_tokens: int):
+        from evoengine.llm.types import Completion
+
+        self.asked.append(max_tokens)
+        self.started += 1
+        await self.release.wait()
+        return Completion(text="x" * max_tokens, model=self.model, prompt_tokens=0,
+                          completion_tokens=max_tokens, cost=0.0)
+
+
+def test_concurrent_calls_share_the_token_cap_instead_of_each_taking_it() -> None:
+    """Three calls at once under a 100-token cap, 60 tokens per reply at most: the
+    first may fill 60, the second the 40 left, the third is turned away, and the
+    session ends at the cap (without the reservation each got 60: 180 tokens)."""
+    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
+
+    async def scenario():
+        model = _FillingModel()
+        proxy = SandboxLLMProxy(model, max_calls=10, max_tokens=100, temperature=0.0,
+                                reply_tokens=60)
+        await proxy.start()
+        session = proxy.open_session()
+        conns = []
+        for expected_started in (1, 2):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.connect(proxy.socket_path)
+            conn.sendall(_request(session.token))
+            conns.append(conn)
+            while model.started < expected_started:
+                await asyncio.sleep(0.01)
+        third = socket.socket(socket.AF_UNIX)
+        third.connect(proxy.socket_path)
+        third.sendall(_request(session.token))
+        refused = await asyncio.to_thread(_reply, third)
+        third.close()
+        model.release.set()
+        replies = [await asyncio.to_thread(_reply, conn) for conn in conns]
+        for conn in conns:
+            conn.close()
+        await proxy.close()
+        return model, session, replies, refused
+
+    model, session, replies, refused = asyncio.run(scenario())
+    assert model.asked == [60, 40]
+    assert all(b" 200 " in reply for reply in replies)
+    assert b" 429 " in refused and b"calls in flight included" in refused
+    assert session.tokens == 100 and session.reserved == 0
+    assert session.calls == 2 and session.refused == 1

@@ -60,6 +60,7 @@ class ProxySession:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    reserved: int = 0  # reply tokens promised to the calls in flight
     errors: list[str] = field(default_factory=list)
     pending: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)  # calls in flight
 
@@ -213,8 +214,9 @@ class SandboxLLMProxy:
     def _over_cap(self, session: ProxySession) -> str:
         if session.max_calls and session.calls >= session.max_calls:
             return f"this evaluation used its {session.max_calls} model calls"
-        if session.max_tokens and session.tokens >= session.max_tokens:
-            return f"this evaluation used its {session.max_tokens} tokens"
+        if session.max_tokens and session.tokens + session.reserved >= session.max_tokens:
+            return (f"this evaluation used its {session.max_tokens} tokens (those of its "
+                    "calls in flight included)")
         return ""
 
     async def _forward(self, session: ProxySession, messages: list[dict[str, str]],
@@ -226,8 +228,14 @@ class SandboxLLMProxy:
         if not isinstance(reply_tokens, int) or reply_tokens < 1:
             reply_tokens = self.reply_tokens
         reply_tokens = min(reply_tokens, self.reply_tokens)
-        if session.max_tokens:  # the reply may not take the session past its cap
-            reply_tokens = max(1, min(reply_tokens, session.max_tokens - session.tokens))
+        if session.max_tokens:
+            # The reply may not take the session past its cap, counting the replies
+            # still in flight at their max_tokens: concurrent calls share what is left
+            # instead of each taking all of it. (Only a prompt, whose size the model
+            # tells afterwards, can still take the session past the cap.)
+            room = session.max_tokens - session.tokens - session.reserved
+            reply_tokens = max(1, min(reply_tokens, room))
+            session.reserved += reply_tokens
         set_call_step(session.step)  # this connection's task: record under the step
         call = asyncio.ensure_future(self.client.complete(
             [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -246,6 +254,8 @@ class SandboxLLMProxy:
             return 502, {"error": exc.kind, "message": str(exc)[:500]}
         finally:
             session.pending.discard(call)
+            if session.max_tokens:
+                session.reserved -= reply_tokens
         session.prompt_tokens += completion.prompt_tokens
         session.completion_tokens += completion.completion_tokens
         session.cost += completion.cost
