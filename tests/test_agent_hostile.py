@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 from evoengine.config.compose import load_run_config
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits
 from evoengine.evaluation.sandbox.process import ProcessSandbox
+from evoengine.llm.sandbox_proxy import SandboxLLMProxy
+from evoengine.llm.types import Completion
 from evoengine.paths import resource_dir
 
 # Each task's "completion": task 0 writes a pass report into every pipe it inherited
@@ -80,8 +83,6 @@ class _HeldModel:
         self.release = asyncio.Event()
 
     async def complete(self, messages, temperature: float, max_tokens: int):
-        from evoengine.llm.types import Completion
-
         self.started += 1
         try:
             await self.release.wait()
@@ -98,6 +99,23 @@ def _request(token: str) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+async def _serving(model: Any, max_calls: int, max_tokens: int, reply_tokens: int
+                   ) -> tuple[SandboxLLMProxy, Any]:
+    """A started proxy for ``model`` and one open session on it."""
+    proxy = SandboxLLMProxy(model, max_calls=max_calls, max_tokens=max_tokens,
+                            temperature=0.0, reply_tokens=reply_tokens)
+    await proxy.start()
+    return proxy, proxy.open_session()
+
+
+def _send_request(socket_path: str, token: str) -> socket.socket:
+    """A connection to the proxy at ``socket_path`` with one request sent on it."""
+    conn = socket.socket(socket.AF_UNIX)
+    conn.connect(socket_path)
+    conn.sendall(_request(token))
+    return conn
+
+
 def _reply(conn: socket.socket) -> bytes:
     conn.settimeout(30)
     data = b""
@@ -108,7 +126,6 @@ def _reply(conn: socket.socket) -> bytes:
 
 def test_silent_clients_are_dropped_and_cannot_crowd_the_proxy_out() -> None:
     from evoengine.llm import sandbox_proxy
-    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
 
     async def scenario() -> list[bytes]:
         proxy = SandboxLLMProxy(_HeldModel(), max_calls=5, max_tokens=0, temperature=0.0,
@@ -138,17 +155,10 @@ def test_silent_clients_are_dropped_and_cannot_crowd_the_proxy_out() -> None:
 
 
 def test_a_call_in_flight_when_its_evaluation_ends_is_cancelled() -> None:
-    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
-
     async def scenario():
         model = _HeldModel()
-        proxy = SandboxLLMProxy(model, max_calls=5, max_tokens=0, temperature=0.0,
-                                reply_tokens=10)
-        await proxy.start()
-        session = proxy.open_session()
-        conn = socket.socket(socket.AF_UNIX)
-        conn.connect(proxy.socket_path)
-        conn.sendall(_request(session.token))
+        proxy, session = await _serving(model, max_calls=5, max_tokens=0, reply_tokens=10)
+        conn = _send_request(proxy.socket_path, session.token)
         while model.started == 0:
             await asyncio.sleep(0.01)
         proxy.close_session(session)
@@ -171,7 +181,6 @@ def test_improve_returning_unencodable_source_is_a_malformed_child() -> None:
     import random
 
     from evoengine.archive.records import code_hash
-    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
     from evoengine.mutation.self_modify import SelfModifyMutator
     from evoengine.mutation.types import ParentView
 
@@ -209,8 +218,6 @@ class _FillingModel(_HeldModel):
         self.asked: list[int] = []
 
     async def complete(self, messages, temperature: float, max_tokens: int):
-        from evoengine.llm.types import Completion
-
         self.asked.append(max_tokens)
         self.started += 1
         await self.release.wait()
@@ -222,25 +229,16 @@ def test_concurrent_calls_share_the_token_cap_instead_of_each_taking_it() -> Non
     """Three calls at once under a 100-token cap, 60 tokens per reply at most: the
     first may fill 60, the second the 40 left, the third is turned away, and the
     session ends at the cap (without the reservation each got 60: 180 tokens)."""
-    from evoengine.llm.sandbox_proxy import SandboxLLMProxy
 
     async def scenario():
         model = _FillingModel()
-        proxy = SandboxLLMProxy(model, max_calls=10, max_tokens=100, temperature=0.0,
-                                reply_tokens=60)
-        await proxy.start()
-        session = proxy.open_session()
+        proxy, session = await _serving(model, max_calls=10, max_tokens=100, reply_tokens=60)
         conns = []
         for expected_started in (1, 2):
-            conn = socket.socket(socket.AF_UNIX)
-            conn.connect(proxy.socket_path)
-            conn.sendall(_request(session.token))
-            conns.append(conn)
+            conns.append(_send_request(proxy.socket_path, session.token))
             while model.started < expected_started:
                 await asyncio.sleep(0.01)
-        third = socket.socket(socket.AF_UNIX)
-        third.connect(proxy.socket_path)
-        third.sendall(_request(session.token))
+        third = _send_request(proxy.socket_path, session.token)
         refused = await asyncio.to_thread(_reply, third)
         third.close()
         model.release.set()
