@@ -15,7 +15,7 @@ import select
 import shutil
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def count_tasks(uid: int) -> int:
@@ -99,8 +99,15 @@ def _try_wait(pid: int) -> tuple | None:
     return None if result[0] == 0 else result
 
 
-def _process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, state) for every process (no /proc/*/children needed)."""
+class ProcessRow(NamedTuple):
+    ppid: int
+    state: str  # the state letter of /proc/PID/stat: R, S, Z, ...
+    cmdline: bytes  # NUL-separated; empty unless asked for
+
+
+def process_table(with_cmdline: bool = False) -> dict[int, ProcessRow]:
+    """pid -> ProcessRow for every process in /proc (no /proc/*/children needed; those
+    that vanish meanwhile are left out). The tests read it too (tests/proc_table.py)."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -108,7 +115,11 @@ def _process_table() -> dict[int, tuple[int, str]]:
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 fields = f.read().rpartition(b")")[2].split()
-            table[int(name)] = (int(fields[1]), fields[0].decode())
+            cmdline = b""
+            if with_cmdline:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            table[int(name)] = ProcessRow(int(fields[1]), fields[0].decode(), cmdline)
         except (OSError, IndexError, ValueError):
             continue
     return table
@@ -116,9 +127,9 @@ def _process_table() -> dict[int, tuple[int, str]]:
 
 def descendants(root: int) -> dict[int, int]:
     """Live (non-zombie) descendants of ``root``: pid -> ppid."""
-    table = _process_table()
+    table = process_table()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _state) in table.items():
+    for pid, (ppid, _state, _cmdline) in table.items():
         children.setdefault(ppid, []).append(pid)
     found, stack = {}, [root]
     while stack:

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.proc_table import process_table
+from tests.proc_table import descendants, process_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,16 +90,7 @@ def program_signature(db_path: Path) -> list[tuple]:
 def live_descendants() -> set[int]:
     """Non-zombie descendants of this test process (sandbox tests make it a child
     subreaper, so processes that escaped a sandbox show up here)."""
-    table = process_table()
-    found, stack = set(), [os.getpid()]
-    while stack:
-        parent = stack.pop()
-        for pid, (ppid, state, _cmd) in table.items():
-            if ppid == parent and pid not in found:
-                stack.append(pid)
-                if state != "Z":
-                    found.add(pid)
-    return found
+    return set(descendants(os.getpid()))
 
 
 def reap_adopted_zombies() -> None:

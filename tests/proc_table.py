@@ -1,33 +1,14 @@
 """The process table read from /proc, for the tests and their support code
-(``conftest.py``, ``ray_cluster.py``); stdlib only, so benchmarks may import it too."""
+(``conftest.py``, ``ray_cluster.py``): the sandbox runner's own reader
+(``sandbox/runner_reap.py``, stdlib only), loaded by path as the runner loads it."""
 
 from __future__ import annotations
 
-import os
-from typing import NamedTuple
+from evoengine.evaluation.problem import import_file
+from evoengine.paths import resource_dir
 
+_reap = import_file(resource_dir("sandbox") / "runner_reap.py", "tests_runner_reap")
 
-class ProcessRow(NamedTuple):
-    ppid: int
-    state: str  # the state letter of /proc/PID/stat: R, S, Z, ...
-    cmdline: bytes  # NUL-separated; empty unless asked for
-
-
-def process_table(with_cmdline: bool = False) -> dict[int, ProcessRow]:
-    """pid -> ProcessRow for every process in /proc (those that vanish meanwhile are
-    left out)."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()
-            cmdline = b""
-            if with_cmdline:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            table[int(name)] = ProcessRow(int(fields[1]), fields[0].decode(), cmdline)
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
+ProcessRow = _reap.ProcessRow
+process_table = _reap.process_table
+descendants = _reap.descendants  # live (non-zombie) descendants of a pid: pid -> ppid
