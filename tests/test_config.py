@@ -42,6 +42,18 @@ def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -
     assert key in message
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("mutation.novelty=maybe", "mutation.novelty: 'maybe' is not a valid bool; use true or false"),
+    ("mutation.novelty=[1]", "mutation.novelty: '[1]' is not a valid bool; use true or false"),
+    ("search.max_cost={a:1}", "search.max_cost: \"{'a': 1}\" is not a valid Float"),
+    ("search.max_cost=abc", "search.max_cost: 'abc' is not a valid Float"),
+])
+def test_a_value_of_the_wrong_type_is_named_with_the_type(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_run_config([override])
+    assert str(error.value) == message
+
+
 def test_problem_given_as_a_directory(tmp_path: Path) -> None:
     source = Path(__file__).resolve().parents[1] / "problems" / "bin_packing"
     copy = tmp_path / "my_packing"

@@ -170,11 +170,12 @@ def _hydra_message(exc: BaseException) -> str:
         name = override.group(1) if override else key.group(1)
         return (f"{name}: unknown config key; check its spelling (`evo run --cfg` prints "
                 "every key), or use +KEY=VALUE only for free-form maps")
-    bad_value = re.search(r"Value '([^']*)' (?:of type '[^']*' )?could not be converted to "
-                          r"(\w+)[\s\S]*?full_key: (\S+)", text)
+    bad_value = re.search(r"Value '(.*?)' (?:of type '[^']*' )?(?:could not be converted to|"
+                          r"is not a valid) (\w+)[^\n]*\n\s*full_key: (\S+)", text)
     if bad_value:
-        return (f"{bad_value.group(3)}: {bad_value.group(1)!r} is not a valid "
-                f"{bad_value.group(2)}")
+        value, kind, name = bad_value.groups()
+        hint = "; use true or false" if kind == "bool" else ""
+        return f"{name}: {value!r} is not a valid {kind}{hint}"
     missing_option = re.search(r"Could not find '([^']+)'", text)
     if missing_option:
         return f"{missing_option.group(1)}: no such config option; see conf/ for the choices"
