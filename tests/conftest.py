@@ -14,7 +14,10 @@ from typing import NoReturn
 
 import pytest
 
-from tests.proc_table import descendants, process_table
+# Helper modules whose asserts should report the values they compared, as a test's do.
+pytest.register_assert_rewrite("tests.adversarial_bench", "tests.adversarial_cases")
+
+from tests.proc_table import descendants, process_table  # noqa: E402 - after the line above
 
 REPO = Path(__file__).resolve().parents[1]
 
