@@ -59,6 +59,32 @@ def test_resume_applies_db_echo_given_then(run_evo, tmp_path: Path) -> None:
     assert "INSERT INTO programs" in resumed.stdout + resumed.stderr  # SQLAlchemy's log
 
 
+BAD_RESUME_OVERRIDES = [
+    ("problem=tsp", "problem: a resumed run keeps its problem config"),
+    ("llm=openai", "llm: a resumed run keeps its llm config"),
+    ("+search.extra=1", "+KEY and ~KEY are for `evo run`"),
+    ("search.max_evaluations", "takes KEY=VALUE overrides"),
+    ("search.max_evaluations=abc", "search.max_evaluations: 'abc' is not a valid Integer"),
+    ("search.extra=1", "search.extra: unknown config key"),
+]
+
+
+def test_resume_refuses_a_bad_override_in_one_line_and_changes_nothing(
+        run_evo, tmp_path: Path) -> None:
+    first = run_evo("run", *QUICK, "search.max_evaluations=2", "name=kept")
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "runs" / "kept" / "archive.db"
+    before = (program_signature(db), archive_rows(db, "SELECT status, config FROM runs"))
+    for override, says in BAD_RESUME_OVERRIDES:
+        resumed = run_evo("resume", "runs/kept", override)
+        assert resumed.returncode != 0, override
+        message = resumed.stderr.strip()
+        assert message.startswith("evo: error: ") and "\n" not in message, message
+        assert says in message, message
+        assert (program_signature(db),
+                archive_rows(db, "SELECT status, config FROM runs")) == before, override
+
+
 def test_same_seed_and_config_give_an_identical_archive(run_evo, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = run_evo("run", *QUICK, "search.max_evaluations=20", "seed=3", f"name={name}",

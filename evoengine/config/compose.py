@@ -151,6 +151,28 @@ def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
     return to_run_config(cfg), cfg
 
 
+def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
+    """``overrides`` (KEY=VALUE, as `evo resume` takes them) onto a stored run's config.
+
+    A resumed run keeps its config groups (its problem above all: the archive holds
+    that problem's programs), so ``problem=tsp`` and the like are refused, as are
+    Hydra's ``+KEY``/``~KEY``, which only `evo run` composes."""
+    groups = {path.name for path in resource_dir("conf").iterdir() if path.is_dir()}
+    for override in overrides:
+        key, has_value, _ = override.partition("=")
+        if not has_value or not key or key[0] in "+~":
+            raise ConfigError(f"{override}: `evo resume` takes KEY=VALUE overrides of the run's "
+                              "stored config (search.max_evaluations=500, say); +KEY and ~KEY "
+                              "are for `evo run`")
+        if key in groups:
+            raise ConfigError(f"{key}: a resumed run keeps its {key} config; change single "
+                              f"values ({key}.KEY=VALUE), or start a new run: evo run {override}")
+    try:
+        return OmegaConf.merge(stored, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_hydra_message(exc)) from exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -164,10 +186,10 @@ def _hydra_message(exc: BaseException) -> str:
         messages.append(str(cursor))
         cursor = cursor.__cause__ or cursor.__context__
     text = "\n".join(messages)
-    key = re.search(r"[Kk]ey '([^']+)' (?:is )?not in struct", text)
+    key = re.search(r"[Kk]ey '([^']+)' (?:is )?not in (?:struct|'\w+'\n\s*full_key: (\S+))", text)
     override = re.search(r"Could not override '([^']+)'", text)
     if key or override:
-        name = override.group(1) if override else key.group(1)
+        name = override.group(1) if override else key.group(2) or key.group(1)
         return (f"{name}: unknown config key; check its spelling (`evo run --cfg` prints "
                 "every key), or use +KEY=VALUE only for free-form maps")
     bad_value = re.search(r"Value '(.*?)' (?:of type '[^']*' )?(?:could not be converted to|"

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from evoengine.archive.archive import Archive
 from evoengine.archive.grid import FeatureSpace
 from evoengine.archive.store import ArchiveStore, StoreError, make_engine, sqlite_url
-from evoengine.config.compose import ConfigError, to_run_config
+from evoengine.config.compose import ConfigError, apply_overrides, to_run_config
 from evoengine.config.schema import RunConfig
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
@@ -168,11 +168,7 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
     engine = make_engine(db_url)
     store, run = ArchiveStore.open_run(engine, run_name)
     stored = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(run.config))
-    try:
-        merged = OmegaConf.merge(stored, OmegaConf.from_dotlist(overrides))
-    except Exception as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from exc
-    config = to_run_config(merged)
+    config = to_run_config(apply_overrides(stored, overrides))
     engine.echo = config.db.echo  # the stored setting, or the override given now
     parts = _Parts.build(config)
     store.set_config(storable_config(config))
