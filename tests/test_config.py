@@ -54,6 +54,26 @@ def test_a_value_of_the_wrong_type_is_named_with_the_type(override: str, message
     assert str(error.value) == message
 
 
+def test_a_broken_problem_folder_stops_only_its_own_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "problems" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "problem.yaml").write_text("name: broken\nsplits: [unclosed\n")
+    monkeypatch.chdir(tmp_path)  # ./problems is searched first
+    config, _ = load_run_config(["problem=tsp"])
+    assert config.problem.name == "tsp"
+    assert load_run_config([])[0].problem.name == "bin_packing"  # the default
+    assert load_run_config(["problem=bin_packing_quick"])[0].problem.name == "bin_packing"
+    with pytest.raises(ConfigError) as error:
+        load_run_config(["problem=broken"])
+    assert str(error.value) == (f"{broken / 'problem.yaml'}: not valid YAML at line 3, "
+                                "column 1: expected ',' or ']', but got '<stream end>'; "
+                                "fix the file")
+    (broken / "problem.yaml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="problem.yaml: must be a mapping of problem keys"):
+        load_run_config(["problem=broken"])
+
+
 def test_problem_given_as_a_directory(tmp_path: Path) -> None:
     source = Path(__file__).resolve().parents[1] / "problems" / "bin_packing"
     copy = tmp_path / "my_packing"

@@ -18,10 +18,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from evoengine.authoring.openevolve_format import is_openevolve_dir, problem_dict
@@ -54,14 +55,32 @@ def load_problem_yaml(folder: Path) -> DictConfig:
         raise ConfigError(f"{folder} is not a problem folder: it has no problem.yaml, nor "
                           "initial_program.py + evaluator.py (OpenEvolve's format); see "
                           "`evo problems` for the known ones")
+    loaded = load_yaml_file(yaml_path)
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{yaml_path}: must be a mapping of problem keys (name:, "
+                          "description:, splits:, ...); see `evo new-problem`")
     try:
-        node = OmegaConf.merge(OmegaConf.structured(ProblemConfig), OmegaConf.load(yaml_path))
+        node = OmegaConf.merge(OmegaConf.structured(ProblemConfig), loaded)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{yaml_path}: {_first_line(exc)}") from exc
     node.path = str(folder.resolve())
     if node.name != folder.name:
         node.name = folder.name
     return node
+
+
+def load_yaml_file(path: Path) -> DictConfig | ListConfig:
+    """``path`` read by OmegaConf; ConfigError with the file, line and problem if it is
+    not readable YAML."""
+    try:
+        return OmegaConf.load(path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {exc.problem or exc.context}; "
+                          "fix the file") from exc
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{path}: cannot be read as YAML: {_first_line(exc)}") from exc
 
 
 def discover_problems() -> dict[str, Path]:
@@ -76,8 +95,10 @@ def discover_problems() -> dict[str, Path]:
     return found
 
 
-def _register(overrides: list[str]) -> list[str]:
-    """Register problems with the ConfigStore; rewrite ``problem=<dir>`` to its name."""
+def _register(overrides: list[str], config_name: str = "config") -> list[str]:
+    """Register the chosen problem (and any problem its conf/problem file builds on)
+    with the ConfigStore; rewrite ``problem=<dir>`` to its name. Only those are loaded:
+    a broken problem folder elsewhere in ./problems stops nothing but its own runs."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     problems = discover_problems()
@@ -94,14 +115,42 @@ def _register(overrides: list[str]) -> list[str]:
                 raise ConfigError(f"problem: unknown problem {match.group(1)!r}; known: {known} "
                                   "(or give a problem folder's path)")
         rewritten.append(override)
-    for name, folder in problems.items():
-        store.store(group="problem", name=name, node=load_problem_yaml(folder))
+    chosen = [o.split("=", 1)[1] for o in rewritten if o.startswith("problem=")]
+    for name in _problems_needed(chosen[-1] if chosen else _default_problem(config_name),
+                                 problems):
+        store.store(group="problem", name=name, node=load_problem_yaml(problems[name]))
     return rewritten
+
+
+def _default_problem(config_name: str) -> str | None:
+    """The ``problem:`` entry of ``conf/<config_name>.yaml``'s defaults list."""
+    loaded = yaml.safe_load((resource_dir("conf") / f"{config_name}.yaml").read_text()) or {}
+    for entry in loaded.get("defaults", []):
+        if isinstance(entry, dict) and isinstance(entry.get("problem"), str):
+            return entry["problem"]
+    return None
+
+
+def _problems_needed(name: str | None, problems: dict[str, Path]) -> list[str]:
+    """``name`` if it is a problem folder; for a ``conf/problem/<name>.yaml``, the
+    problem folders its defaults list names (``bin_packing_quick`` -> bin_packing)."""
+    if name is None:
+        return []
+    if name in problems:
+        return [name]
+    packaged = resource_dir("conf") / "problem" / f"{name}.yaml"
+    if not packaged.is_file():
+        return []
+    needed: list[str] = []
+    for entry in (yaml.safe_load(packaged.read_text()) or {}).get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_" and entry != name:
+            needed += [n for n in _problems_needed(entry, problems) if n not in needed]
+    return needed
 
 
 def compose_config(overrides: list[str], config_name: str = "config") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with ``overrides``; raise ConfigError if bad."""
-    overrides = _register(list(overrides))
+    overrides = _register(list(overrides), config_name)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base=None):

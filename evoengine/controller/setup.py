@@ -16,7 +16,12 @@ from sqlalchemy.exc import ArgumentError
 from evoengine.archive.archive import Archive
 from evoengine.archive.grid import FeatureSpace
 from evoengine.archive.store import ArchiveStore, StoreError, make_engine, sqlite_url
-from evoengine.config.compose import ConfigError, apply_overrides, to_run_config
+from evoengine.config.compose import (
+    ConfigError,
+    apply_overrides,
+    load_yaml_file,
+    to_run_config,
+)
 from evoengine.config.schema import RunConfig
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
@@ -201,7 +206,7 @@ def _server_run_of(run_dir: Path) -> tuple[str, str] | None:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         return None
-    saved = OmegaConf.load(config_path)
+    saved = load_yaml_file(config_path)
     url = OmegaConf.select(saved, "db.url", default=None)
     name = OmegaConf.select(saved, "name", default=None)
     return (str(url), str(name)) if url and name else None
