@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,8 +36,20 @@ def import_file(path: Path, module_name: str) -> ModuleType:
         raise ProblemError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # the problem's own code, broken or exiting
+        sys.modules.pop(module_name, None)
+        raise ProblemError(f"{path}: importing it failed: {describe_error(exc)}; fix the "
+                           "file") from exc
     return module
+
+
+def describe_error(exc: BaseException) -> str:
+    """``ExcType: message (at file:line)``, the innermost frame: one line for a user."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 class Problem:
@@ -112,8 +125,12 @@ class Problem:
                                f"it has {', '.join(self.config.splits)}")
         if split not in self._instances:
             spec = dict(self.config.splits[split].spec)
-            self._instances[split] = list(
-                self.scorer.load_instances(split, spec, self.folder / "data"))
+            try:
+                self._instances[split] = list(
+                    self.scorer.load_instances(split, spec, self.folder / "data"))
+            except Exception as exc:  # the problem's own code
+                raise ProblemError(f"{self.folder / self.config.scorer}: load_instances"
+                                   f"({split!r}) failed: {describe_error(exc)}") from exc
         return self._instances[split]
 
     def job(self, split: str) -> HarnessJob:
