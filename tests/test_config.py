@@ -32,6 +32,7 @@ def test_overrides_reach_the_typed_config() -> None:
     ("sandbox.pool_size=0", "sandbox.pool_size"),
     ("problem.timeout_s=-1", "problem.timeout_s"),
     ("llm=nonexistent", "llm"),
+    ("llm.base_url=localhost:8000/v1", "llm.base_url"),  # no scheme: never reachable
     ("problem=not_a_problem", "problem"),
 ])
 def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -> None:

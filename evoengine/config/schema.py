@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from evoengine.config.checks import require as _require
+from evoengine.config.checks import require_http_url
 from evoengine.config.rl_schema import RLConfig
 from evoengine.config.scale_schema import ExecutorConfig, RayConfig
 
@@ -180,6 +181,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         _require(self.weight >= 0, f"llm.models.{self.model}.weight", "must be >= 0")
+        require_http_url(self.base_url, f"llm.models.{self.model}.base_url")
 
 
 @dataclass
@@ -225,6 +227,7 @@ class LLMConfig:
                  f"unknown provider {self.provider!r}; choose one of "
                  + ", ".join(LLM_PROVIDERS))
         _require(bool(self.model), "llm.model", "must name a model")
+        require_http_url(self.base_url, "llm.base_url")
         _require(self.timeout_s > 0, "llm.timeout_s", "must be positive")
         _require(self.http_client in HTTP_CLIENTS, "llm.http_client",
                  f"unknown HTTP client {self.http_client!r}; choose auto, aiohttp or httpx")
