@@ -68,6 +68,19 @@ def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
     assert "cost $0.0123" in text and "tokens 45,000 in / 6,000 out" in text
 
 
+def test_plain_line_counts_the_steps_not_evaluated_and_names_the_commonest(capsys) -> None:
+    from evoengine.controller.dashboard import Dashboard
+
+    stats = RunStats("demo", "bin_packing", "openai", "process", max_evaluations=200,
+                     evaluations=1, session_evaluations=1, best_score=-4.31)
+    stats.outcomes.update({"llm_error:connection": 12, "noop": 2})
+    with Dashboard(stats, "plain") as dashboard:
+        dashboard.tick()
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("[1/200] best -4.3100 | ")
+    assert "| failures 0 | not evaluated 14 (most: llm_error:connection 12) | cost $" in line
+
+
 def test_evo_entry_turns_the_garbage_collector_back_on(tmp_path: Path) -> None:
     """`evo` starts with the collector off (cli.entry); every command must turn it back
     on: a search once it is set up (after gc.freeze), any other command at once."""

@@ -81,10 +81,15 @@ class Dashboard:
             return
         self._last_line = time.monotonic()
         best = "—" if self.stats.best_score is None else f"{self.stats.best_score:.4f}"
+        skipped = ""
+        if self.stats.outcomes:  # steps with no child to evaluate: a model down, say
+            kind, count = self.stats.outcomes.most_common(1)[0]
+            skipped = (f" | not evaluated {sum(self.stats.outcomes.values())} "
+                       f"(most: {kind} {count})")
         print(f"[{self.stats.evaluations}/{self.stats.max_evaluations}] best {best} "
               f"| {self.stats.evaluations_per_second:.2f} eval/s "
-              f"| failures {sum(self.stats.failures.values())} | cost ${self.stats.cost:.4f}",
-              file=sys.stdout, flush=True)
+              f"| failures {sum(self.stats.failures.values())}{skipped} "
+              f"| cost ${self.stats.cost:.4f}", file=sys.stdout, flush=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
