@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from evoengine.config.compose import load_run_config
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits

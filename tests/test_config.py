@@ -33,6 +33,7 @@ def test_overrides_reach_the_typed_config() -> None:
     ("problem.timeout_s=-1", "problem.timeout_s"),
     ("llm=nonexistent", "llm"),
     ("llm.base_url=localhost:8000/v1", "llm.base_url"),  # no scheme: never reachable
+    ("db=postgres", "db.url"),  # the server must be given (it used to fall back to SQLite)
     ("problem=not_a_problem", "problem"),
 ])
 def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -> None:
@@ -94,6 +95,17 @@ def test_cli_reports_bad_key_before_any_work(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0
     assert "search.nope" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+def test_a_runs_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "evoengine.cli", "run", "runs_dir=a_file", "name=x"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("evo: error: runs_dir: cannot create a_file/x (Not a "
+                                     "directory); give a folder you can write to, e.g. "
+                                     "runs_dir=runs")
 
 
 def test_seed_must_define_the_entry_function(tmp_path: Path) -> None:

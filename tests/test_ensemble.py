@@ -17,11 +17,7 @@ import pytest
 
 from evoengine.archive.store import ArchiveStore, make_engine, sqlite_url
 from evoengine.config.checks import ConfigValueError
-from evoengine.config.schema import (
-    EditProbabilities,
-    LLMConfig,
-    ModelConfig,
-)
+from evoengine.config.llm_schema import EditProbabilities, LLMConfig, ModelConfig
 from evoengine.llm.ensemble import (
     FAILED_REWARD,
     Member,

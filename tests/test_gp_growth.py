@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from evoengine.config.schema import GPConfig, GPOperatorWeights
+from evoengine.config.llm_schema import GPConfig, GPOperatorWeights
 from evoengine.mutation.evolve_block import split_evolve_block
 from evoengine.mutation.gp_mutator import GPMutator
 from evoengine.mutation.gp_operators import OPERATORS, OperatorContext, grow, hoist

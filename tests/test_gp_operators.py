@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import pytest
 
-from evoengine.config.schema import GPConfig, GPOperatorWeights
+from evoengine.config.llm_schema import GPConfig, GPOperatorWeights
 from evoengine.mutation.evolve_block import (
     EvolveBlockError,
     check_edit_confined,

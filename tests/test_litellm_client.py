@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.litellm_client import LiteLLMClient
 from evoengine.llm.scripted_server import ScriptedServer, error, malformed, reply
 from evoengine.llm.types import LLMError

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from evoengine.archive.store import ArchiveStore, make_engine, sqlite_url
-from evoengine.config.schema import LLMConfig, ProblemConfig
+from evoengine.config.llm_schema import LLMConfig
+from evoengine.config.schema import ProblemConfig
 from evoengine.llm.factory import make_mutator
 from evoengine.llm.recording import CallLog, RecordingClient, ReplayClient, set_call_step
 from evoengine.llm.scripted_server import ScriptedServer, error, malformed

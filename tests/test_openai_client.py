@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("openai")
 
-from evoengine.config.schema import LLMConfig  # noqa: E402
+from evoengine.config.llm_schema import LLMConfig  # noqa: E402
 from evoengine.llm.openai_client import (  # noqa: E402
     RETRY_AFTER_CAP_S,
     OpenAIClient,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.config.rl_schema import RLConfig
-from evoengine.config.schema import LLMConfig
 
 pytestmark = pytest.mark.gpu
 

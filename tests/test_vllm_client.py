@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.factory import model_client
 from evoengine.llm.types import LLMError
 from evoengine.llm.vllm_client import MISSING_VLLM, VLLMClient, lora_rank_for

@@ -120,7 +120,11 @@ def start_run(config: RunConfig) -> RunContext:
     if (run_dir / ARCHIVE_FILE).exists():
         raise StoreError(f"{run_dir} already holds a run; continue it with "
                          f"`evo resume {run_dir}` or choose another name=")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"runs_dir: cannot create {run_dir} ({exc.strerror}); give a folder "
+                          "you can write to, e.g. runs_dir=runs") from exc
     db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
     engine = make_engine(db_url, config.db.echo)
     plain = storable_config(config)

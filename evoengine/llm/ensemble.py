@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from evoengine.config.schema import ENSEMBLE_STRATEGIES, LLMConfig
+from evoengine.config.llm_schema import ENSEMBLE_STRATEGIES, LLMConfig
 from evoengine.llm.types import LLMClient
 
 FAILED_REWARD = -1.0  # a proposal that produced nothing usable

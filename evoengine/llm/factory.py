@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from evoengine.config.schema import LLMConfig, ProblemConfig
+from evoengine.config.llm_schema import LLMConfig
+from evoengine.config.schema import ProblemConfig
 from evoengine.llm.ensemble import build_ensemble, member_configs
 from evoengine.llm.recording import CallLog, RecordingClient, ReplayClient, replay_label
 from evoengine.llm.types import LLMClient, LLMError

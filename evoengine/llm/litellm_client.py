@@ -19,7 +19,7 @@ import random
 import time
 from typing import Any
 
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.retry import Failure, call_with_retries, one_line
 from evoengine.llm.types import Completion, LLMError
 

@@ -56,7 +56,7 @@ import re
 import time
 from typing import Any
 
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
 from evoengine.llm.retry import one_line as _one_line
 from evoengine.llm.types import Completion, LLMError

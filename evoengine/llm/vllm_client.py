@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.retry import one_line
 from evoengine.llm.types import Completion, LLMError
 from evoengine.llm.vllm_lora import (

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from evoengine.config.schema import GPConfig
+from evoengine.config.llm_schema import GPConfig
 from evoengine.mutation.evolve_block import (
     EvolveBlock,
     EvolveBlockError,

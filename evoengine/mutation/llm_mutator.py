@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from evoengine.config.schema import LLMConfig
+from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.ensemble import ModelCall, ModelEnsemble
 from evoengine.llm.types import Completion, LLMClient, LLMError
 from evoengine.mutation.edits import (
