@@ -161,3 +161,17 @@ def test_bad_input_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     no_model = subprocess.run(evo_command("train", str(run_dir)), capture_output=True,
                               text=True, timeout=120)
     assert no_model.returncode == 2 and "--model" in no_model.stderr
+    # Overrides may also follow the options; an --out that cannot be written is one line.
+    late_key = subprocess.run(evo_command("export", str(run_dir), "--format", "dpo",
+                                          "rl.dpo_score_percentile=150"),
+                              capture_output=True, text=True, timeout=120)
+    assert late_key.returncode == 2
+    assert "rl.dpo_score_percentile: must be within [0, 100]" in late_key.stderr
+    (tmp_path / "a_file").write_text("")
+    for command in (("export", str(run_dir), "--format", "sft"), ("report", str(run_dir))):
+        unwritable = subprocess.run(evo_command(*command, "--out", str(tmp_path / "a_file" / "x")),
+                                    capture_output=True, text=True, timeout=300)
+        assert unwritable.returncode == 2, unwritable.stderr
+        assert unwritable.stderr.strip().startswith(
+            f"evo: error: cannot write {tmp_path / 'a_file'}"), unwritable.stderr
+        assert "\n" not in unwritable.stderr.strip()

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from evoengine.errors import unwritable
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
@@ -43,9 +45,12 @@ def command(args: argparse.Namespace) -> int:
         out = Path(f"{archive.name}-{args.format}.jsonl")
     else:
         out = Path(args.source) / "rl" / f"{args.format}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as handle:
-        write_jsonl(rows, handle)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w") as handle:
+            write_jsonl(rows, handle)
+    except OSError as exc:
+        raise unwritable(exc, out) from exc
     print(f"{summary} -> {out}")
     if not rows:
         print("no rows: model proposals that share a prompt are needed (the offline GP "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evoengine.errors import UserError
+from evoengine.errors import UserError, unwritable
 
 REPORT_FILE = "report.html"
 
@@ -43,6 +43,9 @@ def command(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.target, args.run_name)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out}/report.html")
-    written = write_report(args.target, out, args.run_name)
+    try:
+        written = write_report(args.target, out, args.run_name)
+    except OSError as exc:
+        raise unwritable(exc, out) from exc
     print(f"report written to {written} (open it in a browser)")
     return 0
