@@ -57,6 +57,15 @@ def test_a_bad_name_is_refused_in_one_line(run_evo, tmp_path: Path, name: str) -
     assert not (tmp_path / "problems").exists()
 
 
+@pytest.mark.parametrize("name", ["bin_packing", "bin_packing_quick", "tsp"])
+def test_the_name_of_an_own_problem_is_refused(run_evo, tmp_path: Path, name: str) -> None:
+    result = run_evo("new-problem", name)  # it would replace the engine's problem here
+    assert result.returncode == 2
+    assert f"{name!r} is one of evoengine's own problems" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "problems").exists()
+
+
 def test_dir_puts_the_problem_elsewhere(run_evo, tmp_path: Path) -> None:
     result = run_evo("new-problem", "far_task", "--dir", "lab/problems")
     assert result.returncode == 0, result.stderr

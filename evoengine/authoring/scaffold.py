@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 
 from evoengine.errors import UserError
+from evoengine.paths import resource_dir
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "problem"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -33,9 +34,21 @@ def check_name(name: str) -> None:
                             "digits and _ (starting with a letter, at most 64), e.g. my_tsp")
 
 
+def check_not_builtin(name: str) -> None:
+    """Refuse the name of one of the engine's own problems: the new folder would take
+    its place (``./problems`` wins) in every run started beside it."""
+    own = {path.name for path in resource_dir("problems").iterdir() if path.is_dir()}
+    own |= {path.stem for path in (resource_dir("conf") / "problem").glob("*.yaml")}
+    if name in own:
+        raise ScaffoldError(f"{name!r} is one of evoengine's own problems; a new folder of "
+                            "that name would replace it in runs started here; choose "
+                            f"another name, e.g. my_{name}")
+
+
 def scaffold_problem(name: str, parent: Path) -> Path:
     """Create ``parent/name`` from the templates; never touch an existing folder."""
     check_name(name)
+    check_not_builtin(name)
     folder = parent / name
     if folder.exists() or folder.is_symlink():  # a dangling symlink does not exist()
         raise ScaffoldError(f"{folder} already exists; choose another name or remove it "
