@@ -58,9 +58,11 @@ class PromptBuilder:
             if not folder.is_dir():
                 raise PromptError(f"llm.templates_dir: {folder} is not a folder")
             search_path.insert(0, str(folder))
+        # auto_reload off: each template is read once per run, not stat()ed at every
+        # prompt; a run's prompts do not change under it when a template file is edited.
         self._env = Environment(loader=FileSystemLoader(search_path), autoescape=False,
                                 undefined=StrictUndefined, keep_trailing_newline=True,
-                                trim_blocks=True, lstrip_blocks=True)
+                                trim_blocks=True, lstrip_blocks=True, auto_reload=False)
         self._env.filters["metrics"] = format_metrics
         self.problem_name = problem_name
         self.description = description.strip()
