@@ -22,7 +22,7 @@ from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.result import EvaluationResult
 from evoengine.evaluation.sandbox.base import Limits
 from evoengine.evaluation.sandbox.process import ProcessSandbox
-from tests.adversarial_sources import PROBE
+from tests.adversarial_sources import FIRST_FIT_DECREASING, PROBE
 from tests.conftest import live_descendants, reap_adopted_zombies, unavailable
 
 DOCKER_IMAGE = "evoengine-sandbox:latest"
@@ -43,21 +43,10 @@ def _load_module(path: Path, name: str) -> types.ModuleType:
     return module
 
 
-def _first_fit_decreasing(instance: dict) -> list[int]:
-    """An offline packing (it sees every item first): far better than online best fit."""
-    items, capacity = instance["items"], instance["capacity"]
-    fills: list[int] = []
-    chosen = [0] * len(items)
-    for i in sorted(range(len(items)), key=lambda k: -items[k]):
-        for b, fill in enumerate(fills):
-            if fill + items[i] <= capacity:
-                fills[b] += items[i]
-                chosen[i] = b
-                break
-        else:
-            fills.append(items[i])
-            chosen[i] = len(fills) - 1
-    return chosen
+# The offline packing the harness-patching attack returns, run here from its source.
+_ffd: dict[str, Any] = {}
+exec(FIRST_FIT_DECREASING, _ffd)
+_first_fit_decreasing = _ffd["_first_fit_decreasing"]
 
 
 def _fingerprint(path: Path) -> tuple[str, int, int]:

@@ -10,7 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
-from tests.adversarial_sources import BEST_FIT, FIND_HARNESS, READ_INSTANCES
+from tests.adversarial_sources import (
+    BEST_FIT,
+    FIND_HARNESS,
+    FIRST_FIT_DECREASING,
+    READ_INSTANCES,
+)
 
 if TYPE_CHECKING:
     from tests.adversarial_bench import Host
@@ -303,23 +308,9 @@ def priority(item, bins):
     [float("nan")] + [float(i) for i in range(1, len(instance["items"]))]
     for instance in instances]
 """, INVALID, true_score="best_fit", says=("float",)),
-    attack("harness_patched_offline_packing", FIND_HARNESS + """
+    attack("harness_patched_offline_packing", FIND_HARNESS + FIRST_FIT_DECREASING + """
 def _offline(candidate, instances):
-    packings = []
-    for instance in instances:  # first fit decreasing: sees every item first
-        items, capacity = instance["items"], instance["capacity"]
-        fills, chosen = [], [0] * len(items)
-        for i in sorted(range(len(items)), key=lambda k: -items[k]):
-            for b, fill in enumerate(fills):
-                if fill + items[i] <= capacity:
-                    fills[b] += items[i]
-                    chosen[i] = b
-                    break
-            else:
-                fills.append(items[i])
-                chosen[i] = len(fills) - 1
-        packings.append(chosen)
-    return packings
+    return [_first_fit_decreasing(instance) for instance in instances]
 
 (_find_harness() or types.SimpleNamespace()).run = _offline
 """, INVALID, true_score="best_fit", check=_no_offline_forgery),

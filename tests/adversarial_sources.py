@@ -185,3 +185,23 @@ def priority(item, bins):
             raise RuntimeError("found " + "; ".join(found))
     return -(bins - item)
 """
+
+
+# First fit decreasing, an offline packing (it sees every item first, so it packs far
+# better than online best fit): the attack that patches the harness returns it, and
+# the host computes its score from the same lines (adversarial_bench).
+FIRST_FIT_DECREASING = """
+def _first_fit_decreasing(instance):
+    items, capacity = instance["items"], instance["capacity"]
+    fills, chosen = [], [0] * len(items)
+    for i in sorted(range(len(items)), key=lambda k: -items[k]):
+        for b, fill in enumerate(fills):
+            if fill + items[i] <= capacity:
+                fills[b] += items[i]
+                chosen[i] = b
+                break
+        else:
+            fills.append(items[i])
+            chosen[i] = len(fills) - 1
+    return chosen
+"""
