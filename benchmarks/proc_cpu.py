@@ -7,9 +7,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: [0] state, [1] ppid, [7]
+    minflt, [8] cminflt, [11] utime, [12] stime, [13] cutime, [14] cstime."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def proc_cpu(pid: int) -> tuple[str, float]:
     """State and own user+system CPU seconds of ``pid`` (a zombie keeps them)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -28,7 +34,7 @@ def tree_usage(roots: int | Iterable[int]) -> tuple[float, int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = _stat_fields(entry)
             except OSError:
                 continue
             children.setdefault(int(fields[1]), []).append(int(entry))

@@ -110,34 +110,40 @@ def process_table(with_cmdline: bool = False) -> dict[int, ProcessRow]:
     that vanish meanwhile are left out). The tests read it too (tests/proc_table.py)."""
     table = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()
-            cmdline = b""
-            if with_cmdline:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            table[int(name)] = ProcessRow(int(fields[1]), fields[0].decode(), cmdline)
-        except (OSError, IndexError, ValueError):
-            continue
+        if name.isdigit():
+            row = process_row(int(name), with_cmdline)
+            if row is not None:
+                table[int(name)] = row
     return table
+
+
+def process_row(pid: int, with_cmdline: bool = False) -> ProcessRow | None:
+    """``pid``'s ProcessRow from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        cmdline = b""
+        if with_cmdline:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        return ProcessRow(int(fields[1]), fields[0].decode(), cmdline)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def descendants(root: int) -> dict[int, int]:
     """Live (non-zombie) descendants of ``root``: pid -> ppid."""
     table = process_table()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _state, _cmdline) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, row in table.items():
+        children.setdefault(row.ppid, []).append(pid)
     found, stack = {}, [root]
     while stack:
         for pid in children.get(stack.pop(), ()):
             if pid not in found:
                 stack.append(pid)
-                if table[pid][1] != "Z":
-                    found[pid] = table[pid][0]
+                if table[pid].state != "Z":
+                    found[pid] = table[pid].ppid
     return found
 
 
@@ -148,14 +154,13 @@ def _kill_exact(pid: int, expected_parents: set[int]) -> None:
     except (AttributeError, OSError):
         pidfd = None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ppid = int(f.read().rpartition(b")")[2].split()[1])
-        if ppid in expected_parents:
+        row = process_row(pid)
+        if row is not None and row.ppid in expected_parents:
             if pidfd is not None:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError, IndexError):
+    except OSError:
         pass
     finally:
         if pidfd is not None:
