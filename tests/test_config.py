@@ -49,6 +49,13 @@ def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -
     ("mutation.novelty=[1]", "mutation.novelty: '[1]' is not a valid bool; use true or false"),
     ("search.max_cost={a:1}", "search.max_cost: \"{'a': 1}\" is not a valid Float"),
     ("search.max_cost=abc", "search.max_cost: 'abc' is not a valid Float"),
+    # a config group given something that is not one of its files (Hydra's message for
+    # the first named neither the group nor the choices)
+    ("search=3", "search: no option '3'; choose one of default (e.g. search=default), "
+                 "or set its keys as search.KEY=VALUE"),
+    ("sandbox=[process,docker]", "sandbox: no option '[process,docker]'; choose one of auto, "
+                                 "docker, process (e.g. sandbox=auto), or set its keys as "
+                                 "sandbox.KEY=VALUE"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_the_type(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -104,6 +104,7 @@ def _register(overrides: list[str], config_name: str = "config") -> list[str]:
     problems = discover_problems()
     rewritten = []
     for override in overrides:
+        _check_group_choice(override)
         match = re.fullmatch(r"problem=(.+)", override)
         if match and match.group(1) not in problems:
             folder = Path(match.group(1)).expanduser()
@@ -120,6 +121,21 @@ def _register(overrides: list[str], config_name: str = "config") -> list[str]:
                                  problems):
         store.store(group="problem", name=name, node=load_problem_yaml(problems[name]))
     return rewritten
+
+
+def _check_group_choice(override: str) -> None:
+    """``GROUP=VALUE`` for a config group other than ``problem`` (which takes folders
+    too) must name one of ``conf/GROUP/*.yaml``: Hydra's own errors for a number or a
+    list there ("Config group override must be a string or a list. Got int") name
+    neither the group nor the choices."""
+    group, has_value, value = override.partition("=")
+    folder = resource_dir("conf") / group
+    if not has_value or group == "problem" or not folder.is_dir():
+        return
+    choices = sorted(path.stem for path in folder.glob("*.yaml"))
+    if value not in choices:
+        raise ConfigError(f"{group}: no option {value!r}; choose one of {', '.join(choices)} "
+                          f"(e.g. {group}={choices[0]}), or set its keys as {group}.KEY=VALUE")
 
 
 def _default_problem(config_name: str) -> str | None:
