@@ -41,6 +41,8 @@ def test_eval_reports_a_broken_program(run_evo, tmp_path: Path) -> None:
     result = run_evo("eval", "problem=bin_packing", f"program={program}")
     assert result.returncode == 1
     assert "invalid  (syntax)" in result.stdout
+    # named by the file given, not by the problem's initial.py the sandbox imports it as
+    assert "(broken.py, line 2)" in result.stdout and "initial.py" not in result.stdout
 
 
 def test_eval_bad_arguments_are_one_line(run_evo, tmp_path: Path) -> None:
@@ -50,6 +52,10 @@ def test_eval_bad_arguments_are_one_line(run_evo, tmp_path: Path) -> None:
     bad_split = run_evo("eval", "problem=bin_packing", "program=p.py", "split=holdout")
     assert bad_split.returncode == 2 and "split" in bad_split.stderr
     assert bad_split.stderr.strip().count("\n") == 0
+    (tmp_path / "binary.py").write_bytes(b"\x7fELF\x02\xd0\xff")
+    binary = run_evo("eval", "problem=bin_packing", "program=binary.py")
+    assert binary.returncode == 2 and binary.stderr.strip().count("\n") == 0
+    assert "cannot be read as UTF-8 Python source" in binary.stderr
 
 
 def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 from evoengine.config.compose import ConfigError, load_run_config
@@ -51,6 +52,11 @@ def eval_command(overrides: list[str]) -> int:
     path = Path(program)
     if not path.is_file():
         raise ConfigError(f"program: {program} is not a file")
+    try:
+        code = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"program: {program} cannot be read as UTF-8 Python source "
+                          f"({type(exc).__name__}); give a .py file") from exc
     config, _ = load_run_config(overrides)
     problem = Problem(config.problem)
     if split not in problem.splits:
@@ -67,7 +73,7 @@ def eval_command(overrides: list[str]) -> int:
     if proxy_note:
         print(proxy_note)
     evaluator = Evaluator(problem, backend, limits_for(config), proxy)
-    result = asyncio.run(_evaluate(evaluator, path.read_text(), split))
+    result = asyncio.run(_evaluate(evaluator, code, split))
     print(f"problem {problem.name}, split {split}, program {path}")
     if result.valid:
         print(f"score    {result.score:.6g}")
@@ -84,7 +90,11 @@ def eval_command(overrides: list[str]) -> int:
         print(f"stage    {result.stage}")
     print(f"time     {result.wall_s:.3f} s wall, {result.cpu_s:.3f} s CPU")
     if result.feedback:
-        lines = result.feedback.rstrip().splitlines()
+        # The sandbox imports the program under the problem's file name (initial.py,
+        # say); the user knows it by the file they gave.
+        feedback = re.sub(rf"(?<![\w.]){re.escape(config.problem.evolve_file)}\b",
+                          path.name, result.feedback)
+        lines = feedback.rstrip().splitlines()
         print("feedback " + lines[0])
         for line in lines[1:]:
             print("         " + line)
