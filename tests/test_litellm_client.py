@@ -86,3 +86,29 @@ def test_evo_run_with_llm_litellm(run_evo, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "(litellm)" in result.stdout
     assert s.requests and s.requests[0]["model"] == "scripted-model"
+
+
+def test_a_missing_provider_key_is_refused_before_any_call(monkeypatch) -> None:
+    """litellm reports a missing key only when called, as a server error that the
+    engine retried for ever; the client now refuses to start, naming the variable."""
+    from evoengine.config.compose import load_run_config
+
+    config = load_run_config(["llm=litellm", "llm.model=anthropic/claude-3-5-haiku-latest"])[0]
+    assert config.llm.api_key_env == ""  # each provider's own variable, not OPENAI_API_KEY
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-of-another-provider")
+    with pytest.raises(LLMError) as info:
+        LiteLLMClient(config.llm)
+    assert info.value.kind == "auth" and "ANTHROPIC_API_KEY" in str(info.value)
+    monkeypatch.setenv("MY_ANTHROPIC_KEY", "sk-ant-test")
+    config.llm.api_key_env = "MY_ANTHROPIC_KEY"
+    assert LiteLLMClient(config.llm)._api_key == "sk-ant-test"
+
+
+def test_missing_credentials_at_call_time_are_not_retried(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with ScriptedServer([reply("never sent")] * 3) as s, pytest.raises(LLMError) as info:
+        client = _client(s)
+        client._api_key = None  # as if the key vanished after start-up
+        _complete(client)
+    assert info.value.kind == "auth" and not s.requests

@@ -14,6 +14,8 @@ Its own retries are off; the engine's policy (``evoengine.llm.retry``) applies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import random
 import time
@@ -46,13 +48,31 @@ class LiteLLMClient:
             raise LLMError("bad_request", "llm.provider=litellm needs the 'litellm' "
                            "package: pip install 'evoengine[litellm]'") from None
         litellm.telemetry = False
+        litellm.suppress_debug_info = True  # its help banner, printed at every error
         self._litellm = litellm
         self.config = config
         self.model = config.model
-        self._api_key = os.environ.get(config.api_key_env) or None
+        # llm=litellm sets api_key_env to "": each provider's own variable, read by
+        # litellm (passing $OPENAI_API_KEY to Anthropic would be rejected)
+        self._api_key = (os.environ.get(config.api_key_env) if config.api_key_env
+                         else None) or None
         if config.base_url and not self._api_key:
             self._api_key = "not-needed"  # local servers need no key
+        self._require_credentials()
         self._rng = random.Random()
+
+    def _require_credentials(self) -> None:
+        """Refuse to start when litellm knows the provider's key variable and it is
+        unset: each call would otherwise fail (litellm reports it as a server error)."""
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner for some
+            found = self._litellm.validate_environment(
+                model=self.model, api_key=self._api_key, api_base=self.config.base_url)
+        missing = [key for key in found.get("missing_keys") or () if isinstance(key, str)]
+        if missing and not found.get("keys_in_environment"):
+            raise LLMError("auth", f"llm.model={self.model} needs {' and '.join(missing)} "
+                           "in the environment (litellm reads each provider's own "
+                           "variable); or name yours with llm.api_key_env=VAR, or give "
+                           "llm.base_url for a local server")
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float,
                        max_tokens: int, seed: int | None = None) -> Completion:
@@ -95,6 +115,8 @@ class LiteLLMClient:
         names = {cls.__name__ for cls in type(exc).__mro__}
         status = getattr(exc, "status_code", None)
         detail = one_line(getattr(exc, "message", None) or exc, 200)
+        if "missing credentials" in detail.lower() or "api_key client option" in detail:
+            return Failure("auth", f"no API key for {self.model}: {detail}", retry=False)
         if isinstance(status, int) and status >= 500 and "APIError" in names:
             return Failure("server", f"server error for {self.model}: {detail}", retry=True)
         if "LLM Provider NOT provided" in str(exc) or "model" in detail.lower() and (
