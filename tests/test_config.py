@@ -56,6 +56,12 @@ def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -
     ("sandbox=[process,docker]", "sandbox: no option '[process,docker]'; choose one of auto, "
                                  "docker, process (e.g. sandbox=auto), or set its keys as "
                                  "sandbox.KEY=VALUE"),
+    # a list of names where the schema wants mappings ("Error merging override")
+    ("llm.models=[a,b]", "llm.models[0]: 'a' must be a mapping with keys model, weight, "
+                         "base_url, api_key_env, price_input_per_mtok, price_output_per_mtok; "
+                         "e.g. {model: NAME, weight: 2}"),
+    ("llm.edit_probabilities=x", "llm.edit_probabilities: 'x' must be a mapping with keys "
+                                 "diff, full, crossover"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_the_type(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:

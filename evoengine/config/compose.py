@@ -263,9 +263,27 @@ def _hydra_message(exc: BaseException) -> str:
         value, kind, name = bad_value.groups()
         hint = "; use true or false" if kind == "bool" else ""
         return f"{name}: {value!r} is not a valid {kind}{hint}"
+    not_a_mapping = re.search(r"Invalid type assigned: \w+ is not a subclass of (\w+)\. "
+                              r"value: ([^\n]*)\n\s*full_key: (\S+)", text)
+    if not_a_mapping:
+        kind, value, name = not_a_mapping.groups()
+        return (f"{name}: {value.strip()!r} must be a mapping with {_schema_keys(kind)}; "
+                "e.g. {model: NAME, weight: 2}" if kind == "ModelConfig" else
+                f"{name}: {value.strip()!r} must be a mapping with {_schema_keys(kind)}")
     missing_option = re.search(r"Could not find '([^']+)'", text)
     if missing_option:
         return f"{missing_option.group(1)}: no such config option; see conf/ for the choices"
     full_key = re.search(r"full_key: (\S+)", text)
     first = _first_line(exc)
     return f"{full_key.group(1)}: {first}" if full_key else first
+
+
+def _schema_keys(class_name: str) -> str:
+    """``class_name``'s keys as a user writes them: ``keys model, weight, ...``."""
+    from evoengine.config import llm_schema, rl_schema, scale_schema, schema
+
+    for module in (schema, llm_schema, rl_schema, scale_schema):
+        found = getattr(module, class_name, None)
+        if dataclasses.is_dataclass(found):
+            return "keys " + ", ".join(f.name for f in dataclasses.fields(found))
+    return f"{class_name}'s keys"
