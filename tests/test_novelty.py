@@ -140,6 +140,24 @@ def test_the_window_is_bounded_per_island() -> None:
     assert novelty.check(0, variants[0])[2] in (7, 8, 9)
 
 
+def test_a_check_as_of_an_earlier_step_sees_that_window() -> None:
+    """search.deterministic: a step compares its child with the window of when it was
+    asked, not with what steps written since then added."""
+    novelty = _text_filter(window=2)
+    variants = [PROGRAM.replace("range(3)", f"range({n})").replace("0.25", f"{n}.5 * item")
+                .replace("k * 0.1", f"k * {n} + item ** {n}") for n in range(6)]
+    novelty.retain_for(0)  # a step asked before anything was written is still running
+    for told, code in enumerate(variants):
+        novelty.add(0, told, code, told)
+    assert novelty.check(0, variants[0], as_of=1)[:2] == (False, 1.0)  # its window: 0, 1
+    assert novelty.check(0, variants[0], as_of=5)[0]  # the latest window: 4, 5
+    assert novelty.check(0, variants[5], as_of=3)[0]  # not written yet as of step 3
+    assert novelty.size(0) == 6
+    novelty.retain_for(4)  # the oldest step still to check was asked after 4 were written
+    assert novelty.size(0) == 3  # entries 3, 4, 5: the windows as of 4 (3, 4) and 5 (4, 5)
+    assert novelty.check(0, variants[3], as_of=4)[:2] == (False, 1.0)
+
+
 def test_only_valid_programs_are_remembered_and_remember_all_passes_them_on() -> None:
     @dataclass
     class Stored:

@@ -28,6 +28,7 @@ class Work:
     parent: ProgramRecord
     inspirations: list[ProgramRecord]
     rng: random.Random
+    told_before: int = 0  # steps the controller had written when it asked for this one
 
 
 def step_rng(seed: int, step: int) -> random.Random:

@@ -171,6 +171,9 @@ class SearchConfig:
     llm_concurrency: int = 2
     eval_concurrency: int = 2
     max_idle_steps: int = 1000  # stop after this many steps in a row with nothing evaluated
+    # Steps written in step order and each asked against a fixed earlier archive, so
+    # that a run at any concurrency is reproducible and replays exactly (loop.py)
+    deterministic: bool = False
     num_islands: int = 4
     migration_interval: int = 100  # evaluations between migrations
     migration_count: int = 2  # elites each island sends to the next (ring)

@@ -5,6 +5,15 @@ concurrently (bounded by ``search.llm_concurrency`` and ``search.eval_concurrenc
 and tells the archive each result as it arrives, writing every step to the database
 before it counts. With both concurrencies at 1 the steps run strictly one after
 another, so a seed, problem and config always give the same archive.
+
+``search.deterministic`` gives that at any concurrency. Steps are told in step order
+(a finished step waits for the ones before it), new steps are asked only right after
+a tell, and each step's checks against the archive (known code, novelty) see it as
+it was when the step was asked (``Work.told_before``). Every decision then depends
+on the order of steps alone, never on which model reply or evaluation came back
+first. Up to twice the concurrency of steps are kept asked, so that one slow step
+holds the others back less. (RL adapter swaps, ``rl.enabled``, follow training time
+and stay outside this.)
 """
 
 from __future__ import annotations
@@ -52,6 +61,11 @@ class Controller:
         self._llm_slots = asyncio.Semaphore(search.llm_concurrency)
         self._eval_slots = asyncio.Semaphore(search.eval_concurrency)
         self._in_flight_limit = max(search.llm_concurrency, search.eval_concurrency)
+        self._deterministic = search.deterministic
+        if self._deterministic:
+            self._in_flight_limit *= 2  # asked ahead: waiting for a slot, or told later
+        self._told = 0  # steps told this session
+        self._first_told: dict[str, int] = {}  # code hash -> ``_told`` when it came in
         self._stop = asyncio.Event()
         self._started = time.monotonic()
         self.stop_reason = ""
@@ -98,15 +112,19 @@ class Controller:
         stop_waiter = asyncio.ensure_future(self._stop.wait())
         try:
             while True:
-                while (not self._stop.is_set() and len(tasks) < self._in_flight_limit
-                       and self._budget_left(len(tasks))):
-                    work = self.ctx.archive.ask(self.ctx.next_step)
-                    self.ctx.next_step += 1
-                    tasks[asyncio.ensure_future(self._produce(work))] = work
+                self._ask_more(tasks)
                 if not tasks or self._stop.is_set():
                     break
                 done, _ = await asyncio.wait([*tasks, stop_waiter],
                                              return_when=asyncio.FIRST_COMPLETED)
+                if self._deterministic:  # in step order: the first unfinished one waits
+                    for task in sorted(tasks, key=lambda t: tasks[t].step):
+                        if not task.done() or self._stop.is_set():
+                            break
+                        self._tell(tasks.pop(task), task.result())
+                        self._ask_more(tasks)
+                    self._forget_older_than(tasks)
+                    continue
                 for task in sorted((t for t in done if t in tasks), key=lambda t: tasks[t].step):
                     self._tell(tasks.pop(task), task.result())
         finally:
@@ -117,6 +135,25 @@ class Controller:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _ask_more(self, tasks: dict[asyncio.Task[StepOutcome], Work]) -> None:
+        """Start steps while slots, budgets and no stop allow."""
+        plan = getattr(self.ctx.mutator, "plan", None)
+        while (not self._stop.is_set() and len(tasks) < self._in_flight_limit
+               and self._budget_left(len(tasks))):
+            work = self.ctx.archive.ask(self.ctx.next_step)
+            work.told_before = self._told
+            if plan is not None:  # decisions on shared learning state, taken in step order
+                plan(work.rng)
+            self.ctx.next_step += 1
+            tasks[asyncio.ensure_future(self._produce(work))] = work
+
+    def _forget_older_than(self, tasks: dict[asyncio.Task[StepOutcome], Work]) -> None:
+        """Deterministic runs: the novelty filter may drop what no step asked from now
+        on (nor one still running) can see any more."""
+        if self.ctx.novelty is not None:
+            oldest = min((work.told_before for work in tasks.values()), default=self._told)
+            self.ctx.novelty.retain_for(oldest)
 
     async def _seed(self) -> None:
         """Evaluate the problem's initial program and place it on every island."""
@@ -157,23 +194,29 @@ class Controller:
         except EvolveBlockError as exc:
             return StepOutcome("rejected", child, EvaluationResult.failure(
                 ErrorKind.REJECTED_EDIT, str(exc)))
-        if self._is_known(child.code):
+        if self._is_known(child.code, work):
             return StepOutcome("duplicate", child)
-        if self._too_similar(work.island, child):
+        if self._too_similar(work, child):
             return StepOutcome("too_similar", child)
         async with self._eval_slots:
             result = await self.ctx.evaluator.evaluate(child.code)
         return StepOutcome("applied", child, result)
 
-    def _is_known(self, code: str) -> bool:
-        return code_hash(code) in self.ctx.archive.hashes
+    def _is_known(self, code: str, work: Work) -> bool:
+        """Is ``code`` in the archive (deterministic runs: as ``work`` was asked)?"""
+        digest = code_hash(code)
+        if digest not in self.ctx.archive.hashes:
+            return False
+        return not self._deterministic or self._first_told.get(digest, 0) <= work.told_before
 
-    def _too_similar(self, island: int, child: Child) -> bool:
+    def _too_similar(self, work: Work, child: Child) -> bool:
         """``mutation.novelty``: is the child nearly identical to a recent valid program
         of its island? If so, say to which in its message and recorded edit."""
         if self.ctx.novelty is None:
             return False
-        novel, similarity, similar_id = self.ctx.novelty.check(island, child.code)
+        as_of = work.told_before if self._deterministic else None
+        novel, similarity, similar_id = self.ctx.novelty.check(work.island, child.code,
+                                                               as_of)
         if novel:
             return False
         child.outcome = "too_similar"
@@ -186,8 +229,10 @@ class Controller:
     def _add(self, program: ProgramRecord, evaluated: bool) -> None:
         """Take a stored program into the archive (and the novelty filter's window)."""
         self.ctx.archive.add(program, evaluated=evaluated)
+        if self._deterministic:
+            self._first_told.setdefault(program.code_hash, self._told)
         if self.ctx.novelty is not None:
-            self.ctx.novelty.add_program(program)
+            self.ctx.novelty.add_program(program, self._told)
 
     def _record(self, code: str, operator: str, model: str, result: EvaluationResult,
                 island: int, parent: ProgramRecord | None = None, step: int | None = None,
@@ -203,6 +248,7 @@ class Controller:
 
     def _tell(self, work: Work, outcome: StepOutcome) -> None:
         """Write the step down, then let the archive and the stats count it."""
+        self._told += 1
         program = None
         child = outcome.child
         if child is not None and outcome.evaluation is not None:

@@ -134,10 +134,10 @@ def replay_label(source: str) -> str:
         return "<database URL>"
 
 
-def open_recording(source: str) -> ArchiveStore:
+def open_recording(source: str) -> tuple[ArchiveStore, dict[str, Any]]:
     """The recorded run in ``source``: a run folder, its archive.db, or a database URL
-    (``URL#run-name`` where it holds several runs). Reads only: the source's tables are
-    neither created nor changed."""
+    (``URL#run-name`` where it holds several runs), and the config it ran with. Reads
+    only: the source's tables are neither created nor changed."""
     name: str | None = None
     label = replay_label(source)
     if "://" in source:
@@ -184,7 +184,7 @@ def open_recording(source: str) -> ArchiveStore:
         raise LLMError("replay", f"llm.replay: run {run.name!r} in {label} recorded no "
                        "model calls (it ran the offline GP mutator, or predates "
                        "recording); there is nothing to replay")
-    return store
+    return store, dict(run.config or {})
 
 
 class ReplayClient:
@@ -194,7 +194,8 @@ class ReplayClient:
     def __init__(self, source: str, model: str) -> None:
         self.source = replay_label(source)
         self.model = model
-        self._store = open_recording(source)  # (the full source: it may need a password)
+        # (the full source: it may need a password)
+        self._store, self._recorded_config = open_recording(source)
         self._served: Counter[tuple[int | None, str]] = Counter()
 
     async def complete(self, messages: list[dict[str, str]], *, temperature: float,
@@ -210,9 +211,7 @@ class ReplayClient:
             what = (f"answers this request {where} only {len(answers)} time(s)" if answers
                     else f"has no answer to this request {where}")
             raise LLMError("replay", f"replay of {self.source}: the recording {what} "
-                           f"(request {digest[:12]}); the config or code changed since the "
-                           "recording (replay needs the same config, seed, problem and "
-                           "prompt templates)")
+                           f"(request {digest[:12]}); {self._why_not_replayable()}")
         self._served[(step, digest)] = served + 1
         row = answers[served]
         if row["error_kind"]:
@@ -226,6 +225,18 @@ class ReplayClient:
 
     async def close(self) -> None:
         self._store.engine.dispose()
+
+    def _why_not_replayable(self) -> str:
+        search = self._recorded_config.get("search") or {}
+        concurrency = max(int(search.get("llm_concurrency") or 1),
+                          int(search.get("eval_concurrency") or 1))
+        if concurrency > 1 and not search.get("deterministic"):
+            return (f"the recording ran {concurrency} steps at once without "
+                    "search.deterministic=true, so which archive each step saw depended on "
+                    "timing; record with search.deterministic=true (or concurrencies of 1) "
+                    "and replay with the same settings")
+        return ("the config or code changed since the recording (replay needs the same "
+                "config, seed, problem and prompt templates)")
 
 
 def _last_session(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

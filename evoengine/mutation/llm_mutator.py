@@ -17,6 +17,7 @@ controller reports each step's result back through :meth:`LLMMutator.observe`.
 from __future__ import annotations
 
 import random
+import weakref
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.ensemble import ModelCall, ModelEnsemble
@@ -43,6 +44,9 @@ class LLMMutator:
         weights = config.edit_probabilities
         self._kinds = [kind for kind in EDIT_KINDS if getattr(weights, kind) > 0]
         self._weights = [getattr(weights, kind) for kind in self._kinds]
+        # the model chosen for a step by ``plan``, by the step's random stream
+        self._planned: weakref.WeakKeyDictionary[random.Random, int] = (
+            weakref.WeakKeyDictionary())
 
     @property
     def name(self) -> str:
@@ -70,9 +74,16 @@ class LLMMutator:
             return "full", None
         return kind, others[-1]  # the last inspirations come from other cells
 
+    def plan(self, rng: random.Random) -> None:
+        """Choose the step's model now, when the controller asks for the step (in step
+        order), rather than when it gets a model slot: the bandit's choice then does
+        not depend on which earlier steps happened to be written by then."""
+        self._planned[rng] = self.ensemble.choose(rng)
+
     async def propose(self, parent: ParentView, inspirations: list[ParentView],
                       feedback: str, rng: random.Random) -> Child | None:
-        member = self.ensemble.members[self.ensemble.choose(rng)]
+        index = self._planned.pop(rng, None)
+        member = self.ensemble.members[self.ensemble.choose(rng) if index is None else index]
         kind, second = self._choose_kind(parent, inspirations, rng)
         prompt = self.prompts.build(kind, parent, inspirations, feedback, second)
         messages = prompt.messages()

@@ -241,10 +241,15 @@ class _Entry:
     program_id: int
     text: str
     vector: Any = None
+    told: int = 0  # the controller's count of written steps when it came in
 
 
 class NoveltyFilter:
-    """Per island, the last ``window`` programs; ``check`` compares a child with them."""
+    """Per island, the last ``window`` programs; ``check`` compares a child with them.
+
+    A deterministic run (``search.deterministic``) checks a child against the window
+    as it was when its step was asked (``as_of``); the filter then keeps older entries
+    until ``retain_for`` says no step can look that far back."""
 
     def __init__(self, backend: Backend, threshold: float, window: int) -> None:
         self.backend = backend
@@ -252,13 +257,20 @@ class NoveltyFilter:
         self.window = window
         self._islands: dict[int, deque[_Entry]] = {}
         self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._oldest_view: int | None = None  # None: checks see the latest window only
 
-    def check(self, island: int, code: str) -> tuple[bool, float, int | None]:
+    def check(self, island: int, code: str, as_of: int | None = None
+              ) -> tuple[bool, float, int | None]:
         """(novel enough, the highest similarity found, the most similar program's id).
 
         Not novel enough means a similarity at or above the threshold. An island with
-        no program yet accepts everything: ``(True, 0.0, None)``."""
-        entries = self._islands.get(island)
+        no program yet accepts everything: ``(True, 0.0, None)``. ``as_of``: compare
+        with the window of entries that came in at or before that count of steps."""
+        entries: Sequence[_Entry] = self._islands.get(island) or ()
+        if as_of is not None:
+            entries = [e for e in entries if e.told <= as_of][-self.window:]
+        else:
+            entries = list(entries)[-self.window:]
         if not entries:
             return True, 0.0, None
         text = normalise_code(code)
@@ -268,17 +280,30 @@ class NoveltyFilter:
         similarity = float(scores[best])
         return similarity < self.threshold, similarity, entries[best].program_id
 
-    def add(self, island: int, program_id: int, code: str) -> None:
+    def add(self, island: int, program_id: int, code: str, told: int = 0) -> None:
         """Remember a program of ``island``; the oldest one leaves a full window."""
-        entries = self._islands.setdefault(island, deque(maxlen=self.window))
+        entries = self._islands.setdefault(island, deque())
         text = normalise_code(code)
-        entries.append(_Entry(program_id, text, self._cache.get(text)))
+        entries.append(_Entry(program_id, text, self._cache.get(text), told))
+        self._trim(entries)
 
-    def add_program(self, program: StoredProgram) -> None:
+    def add_program(self, program: StoredProgram, told: int = 0) -> None:
         """``add`` a stored program if it is valid (the only kind a child is compared
         with: see the module docstring)."""
         if program.valid:
-            self.add(program.island, program.id, program.code)
+            self.add(program.island, program.id, program.code, told)
+
+    def retain_for(self, oldest_view: int) -> None:
+        """From now on no check asks for ``as_of`` below ``oldest_view``."""
+        self._oldest_view = oldest_view
+        for entries in self._islands.values():
+            self._trim(entries)
+
+    def _trim(self, entries: deque[_Entry]) -> None:
+        """Drop the entries that no window still to be seen holds."""
+        while len(entries) > self.window and (
+                self._oldest_view is None or entries[self.window].told <= self._oldest_view):
+            entries.popleft()
 
     def remember_all(self, programs: Iterable[P]) -> Iterator[P]:
         """Pass ``programs`` through unchanged, adding each (resume: the one pass over the

@@ -45,6 +45,10 @@ class Mutator(Protocol):
 
     ``None`` means the mutator could not make a child that differs from its parent;
     the controller records the attempt and does not evaluate anything.
+
+    A mutator may also define ``plan(rng) -> None``: the controller calls it as it
+    asks for each step, in step order, before the step waits for a slot; decisions on
+    state the mutator learns as steps are written (an ensemble's bandit) belong there.
     """
 
     name: str
