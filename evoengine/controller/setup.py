@@ -33,8 +33,7 @@ from evoengine.llm.sandbox_proxy import SandboxLLMProxy, proxy_for
 from evoengine.mutation.novelty import NoveltyFilter, make_novelty_filter
 from evoengine.mutation.self_modify import SELF_MODIFY_NOTE, SelfModifyMutator, check_self_modify
 from evoengine.mutation.types import Mutator
-
-ARCHIVE_FILE = "archive.db"
+from evoengine.paths import ARCHIVE_FILE
 
 
 @dataclass

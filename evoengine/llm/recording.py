@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from evoengine.archive.models import LLMCall
 from evoengine.archive.store import ArchiveStore, StoreError, sqlite_url
 from evoengine.llm.types import Completion, LLMClient, LLMError
+from evoengine.paths import ARCHIVE_FILE
 
 _CALL_STEP: ContextVar[int | None] = ContextVar("evoengine_llm_call_step", default=None)
 
@@ -147,8 +148,6 @@ def open_recording(source: str) -> tuple[ArchiveStore, dict[str, Any]]:
         if database and database != ":memory:" and not Path(database).is_file():
             raise LLMError("replay", f"llm.replay: {label} does not exist")
     else:
-        from evoengine.controller.setup import ARCHIVE_FILE  # (setup imports this module)
-
         path = Path(source).expanduser()
         if path.is_dir():
             path = path / ARCHIVE_FILE

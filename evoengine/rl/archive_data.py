@@ -19,13 +19,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import aliased
 
 from evoengine.archive.models import MutationCall, Program, Run
+from evoengine.archive.records import COPY_OPERATORS  # rows that repeat a program's score
 from evoengine.archive.store import ArchiveStore, make_engine, sqlite_url
 from evoengine.errors import UserError
+from evoengine.paths import ARCHIVE_FILE
 
-ARCHIVE_FILE = "archive.db"
 USER_MARK = "\n\n[user]\n"
 RETRY_MARK = "\n\n[retry]\n"
-COPY_OPERATORS = ("initial_copy", "migration")  # rows that repeat a program's score
 
 Messages = list[dict[str, str]]
 

@@ -33,6 +33,7 @@ from typing import Any
 from evoengine.errors import UserError
 from evoengine.llm.vllm_client import VLLMClient, reset_served_adapter, served_adapter
 from evoengine.mutation.types import Child, Mutator, ParentView
+from evoengine.paths import ARCHIVE_FILE
 from evoengine.rl.training import METADATA_FILE
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ def attach_rl(context: Any) -> RLSchedule | None:
         return None
     client = find_vllm_client(context.mutator)
     run_dir = Path(context.run_dir)
-    local = (run_dir / "archive.db").is_file()
+    local = (run_dir / ARCHIVE_FILE).is_file()
     source = str(run_dir.resolve()) if local else context.db_url
     adapters = Path(config.rl.output_dir) if config.rl.output_dir else run_dir / "adapters"
     schedule = RLSchedule(config.rl, source, adapters.resolve(), client,

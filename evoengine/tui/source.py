@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from evoengine.errors import UserError
+from evoengine.paths import ARCHIVE_FILE
 
-ARCHIVE_FILE = "archive.db"
 _REQUIRED_TABLES = ("runs", "programs", "evaluations", "mutation_calls")
 
 
