@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from evoengine.archive.store import ArchiveStore, make_engine, sqlite_url
 from evoengine.config.checks import ConfigValueError
 from evoengine.config.llm_schema import EditProbabilities, LLMConfig, ModelConfig
+from evoengine.config.schema import ProblemConfig
 from evoengine.llm.ensemble import (
     FAILED_REWARD,
     Member,
@@ -27,6 +29,7 @@ from evoengine.llm.ensemble import (
     call_reward,
     member_configs,
 )
+from evoengine.llm.factory import make_mutator
 from evoengine.llm.scripted_server import ScriptedServer
 from evoengine.llm.types import Completion
 from evoengine.mutation.llm_mutator import LLMMutator
@@ -327,3 +330,20 @@ def test_ucb_run_favours_the_good_model_and_resumes_its_state(run_evo,
             arm.pulls for arm in after.state())
     evaluations = archive_rows(db, "SELECT COUNT(*) FROM evaluations WHERE split='train'")
     assert evaluations[0][0] == 30
+
+
+def test_the_start_line_warns_of_a_base_url_where_nothing_answers() -> None:
+    """The run goes on (the server may still be starting), but says so at once: each
+    call to a dead server otherwise takes all its retries before anything shows."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    with ScriptedServer([]) as server:
+        config = LLMConfig(provider="openai", model="m", base_url=server.base_url,
+                           models=[ModelConfig(model="a"), ModelConfig(model="b", base_url=dead)])
+        note = make_mutator(config, ProblemConfig(name="p", entry="f"))[1]
+    assert note.split("; ", 1)[1].startswith(f"nothing answers at {dead} yet: model calls")
+    config.models = []
+    with ScriptedServer([]) as server:
+        config.base_url = server.base_url
+        assert "nothing answers" not in make_mutator(config, ProblemConfig(name="p", entry="f"))[1]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.config.schema import ProblemConfig
@@ -71,4 +73,20 @@ def make_mutator(config: LLMConfig, problem: ProblemConfig,
         note = f"mutator: replay of {replay_label(config.replay)} (no model is called)"
     else:
         note = f"mutator: {ensemble.announcement()} ({provider})"
+        urls = [m.base_url for m, _ in member_configs(config) if m.base_url]
+        silent = [url for url in dict.fromkeys(urls) if not answers(url)]
+        if silent:  # a warning, not an error: the server may still be starting
+            note += (f"; nothing answers at {', '.join(silent)} yet: model calls fail and "
+                     "are retried until it does (start the server or fix the base_url)")
     return LLMMutator(ensemble, config, prompts), note
+
+
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts a TCP connection at ``url``'s host and port."""
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
