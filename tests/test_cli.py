@@ -55,7 +55,7 @@ def test_eval_bad_arguments_are_one_line(run_evo, tmp_path: Path) -> None:
     (tmp_path / "binary.py").write_bytes(b"\x7fELF\x02\xd0\xff")
     binary = run_evo("eval", "problem=bin_packing", "program=binary.py")
     assert binary.returncode == 2 and binary.stderr.strip().count("\n") == 0
-    assert "cannot be read as UTF-8 Python source" in binary.stderr
+    assert "program: binary.py is not UTF-8 text (byte 5)" in binary.stderr
 
 
 def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:

@@ -52,16 +52,18 @@ def eval_command(overrides: list[str]) -> int:
     path = Path(program)
     if not path.is_file():
         raise ConfigError(f"program: {program} is not a file")
-    try:
-        code = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"program: {program} cannot be read as UTF-8 Python source "
-                          f"({type(exc).__name__}); give a .py file") from exc
     config, _ = load_run_config(overrides)
     problem = Problem(config.problem)
     if split not in problem.splits:
         raise ConfigError(f"split: problem {problem.name!r} has no split {split!r}; "
                           f"choose one of {', '.join(problem.splits)}")
+    try:
+        code = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"program: {program} is not UTF-8 text (byte {exc.start}); give "
+                          "a Python source file saved as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"program: {program} cannot be read: {exc.strerror or exc}") from exc
     # A problem whose candidates call a model (problems/agent) gets the metered proxy,
     # as in a run; its calls are not stored anywhere.
     provider = config.llm.provider
