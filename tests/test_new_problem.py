@@ -48,11 +48,15 @@ def test_an_existing_folder_is_never_overwritten(run_evo, tmp_path: Path) -> Non
     assert sorted(p.name for p in folder.iterdir()) == ["score.py"]
 
 
-@pytest.mark.parametrize("name", ["9lives", "My-Task", "class", "a/b", "x" * 65, "_x"])
-def test_a_bad_name_is_refused_in_one_line(run_evo, tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "why"), [
+    ("9lives", "not a valid problem name"), ("My-Task", "not a valid problem name"),
+    ("class", "'class' is a Python keyword"), ("a/b", "not a valid problem name"),
+    ("x" * 65, "not a valid problem name"), ("_x", "not a valid problem name")])
+def test_a_bad_name_is_refused_in_one_line(run_evo, tmp_path: Path, name: str,
+                                           why: str) -> None:
     result = run_evo("new-problem", name)
     assert result.returncode == 2
-    assert "not a valid problem name" in result.stderr
+    assert why in result.stderr
     assert result.stderr.strip().count("\n") == 0
     assert not (tmp_path / "problems").exists()
 

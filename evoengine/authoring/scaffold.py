@@ -29,7 +29,10 @@ class ScaffoldError(UserError):
 def check_name(name: str) -> None:
     """A problem name is a lowercase identifier: it names a folder, a config option
     (``problem=NAME``) and a Python module prefix."""
-    if not NAME_PATTERN.fullmatch(name) or keyword.iskeyword(name):
+    if keyword.iskeyword(name):
+        raise ScaffoldError(f"{name!r} is a Python keyword and cannot name a problem; "
+                            f"choose another, e.g. {name}_problem")
+    if not NAME_PATTERN.fullmatch(name):
         raise ScaffoldError(f"{name!r} is not a valid problem name; use lowercase letters, "
                             "digits and _ (starting with a letter, at most 64), e.g. my_tsp")
 
