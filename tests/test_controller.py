@@ -181,3 +181,34 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert _train_evaluations(db) >= 12
     assert os.path.exists(tmp_path / "runs" / "interrupted" / "best_program.py")
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without name=, the folder is named after the problem and the second; a second run
+    in that second took the same name and failed with "already holds a run"."""
+    from datetime import datetime
+
+    from evoengine.config.compose import load_run_config
+    from evoengine.controller import setup
+
+    class FrozenClock(datetime):  # every run starts in the same second
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:
+            return datetime(2026, 11, 21, 17, 2, 27)
+
+    monkeypatch.setattr(setup, "datetime", FrozenClock)
+    monkeypatch.chdir(tmp_path)
+    names = []
+    for _ in range(3):
+        config = load_run_config(["problem=bin_packing_quick", "runs_dir=runs"])[0]
+        run_dir = setup._make_run_dir(config)
+        assert run_dir == Path("runs") / config.name and run_dir.is_dir()
+        names.append(config.name)
+    base = "bin_packing-20261121-170227"
+    assert names == [base, f"{base}-2", f"{base}-3"]
+    # a name the user chose is theirs: an existing run there is refused, not renamed
+    config = load_run_config(["problem=bin_packing_quick", f"name={base}"])[0]
+    (Path("runs") / base / "archive.db").write_bytes(b"")
+    with pytest.raises(setup.StoreError, match="already holds a run"):
+        setup._make_run_dir(config)

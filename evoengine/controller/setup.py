@@ -112,18 +112,8 @@ class _Parts:
 
 def start_run(config: RunConfig) -> RunContext:
     """Create the run folder and its database row; fails if the run already exists."""
-    if config.name is None:
-        config.name = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
     parts = _Parts.build(config)
-    run_dir = Path(config.runs_dir) / config.name
-    if (run_dir / ARCHIVE_FILE).exists():
-        raise StoreError(f"{run_dir} already holds a run; continue it with "
-                         f"`evo resume {run_dir}` or choose another name=")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"runs_dir: cannot create {run_dir} ({exc.strerror}); give a folder "
-                          "you can write to, e.g. runs_dir=runs") from exc
+    run_dir = _make_run_dir(config)
     db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
     engine = make_engine(db_url, config.db.echo)
     plain = storable_config(config)
@@ -133,6 +123,31 @@ def start_run(config: RunConfig) -> RunContext:
                                     plain)
     OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
     return parts.assemble(config, run_dir, db_url, store, next_step=0)
+
+
+def _make_run_dir(config: RunConfig) -> Path:
+    """``runs_dir/name``, made. Without ``name=``, a fresh folder named after the problem
+    and the time, claimed by ``mkdir`` (another run started in the same second, even in
+    another process, gets ``...-2``); ``config.name`` is set to it."""
+    chosen = config.name
+    base = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    for attempt in range(1, 100):
+        name = chosen or (base if attempt == 1 else f"{base}-{attempt}")
+        run_dir = Path(config.runs_dir) / name
+        if chosen and (run_dir / ARCHIVE_FILE).exists():
+            raise StoreError(f"{run_dir} already holds a run; continue it with "
+                             f"`evo resume {run_dir}` or choose another name=")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=bool(chosen))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"runs_dir: cannot create {run_dir} ({exc.strerror}); give a "
+                              "folder you can write to, e.g. runs_dir=runs") from exc
+        config.name = name
+        return run_dir
+    raise ConfigError(f"runs_dir: {config.runs_dir} already holds runs {base} to "
+                      f"{base}-99; give name=")
 
 
 def storable_config(config: RunConfig) -> dict[str, Any]:
