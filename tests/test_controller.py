@@ -146,6 +146,31 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(run_evo, tmp_path
         tmp_path / "runs" / "reference" / "archive.db")
 
 
+def test_a_run_has_one_controller_at_a_time(run_evo, tmp_path: Path) -> None:
+    """`evo resume` of a run another process is driving is refused in one line, before
+    it writes anything (it used to run a second controller on the same archive,
+    overwriting the first's stored config); once that process is gone, even killed,
+    the run resumes."""
+    db = tmp_path / "runs" / "busy" / "archive.db"
+    process = subprocess.Popen(evo_command("run", *QUICK, "search.max_evaluations=500",
+                                           "name=busy"),
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(db, 3, timeout=120)
+        config_before = archive_rows(db, "SELECT config FROM runs")
+        second = run_evo("resume", "runs/busy", "search.max_evaluations=600")
+        assert second.returncode == 2
+        assert second.stderr.strip() == (
+            "evo: error: run 'busy' is being driven by another `evo` process; wait for it "
+            "to finish (or stop it with Ctrl-C), then resume")
+        assert archive_rows(db, "SELECT config FROM runs") == config_before
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    resumed = run_evo("resume", "runs/busy", "search.max_evaluations=12")
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def _descendants(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):

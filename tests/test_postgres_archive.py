@@ -206,3 +206,21 @@ def test_evo_run_and_resume_on_postgresql(run_evo, postgres_url: str, tmp_path: 
         assert conn.execute(select(func.count(Evaluation.id)).where(
             Evaluation.split == "train")).scalar() == 35
     engine.dispose()
+
+
+def test_a_run_on_postgresql_is_locked_across_connections(postgres_url: str) -> None:
+    """The lock of a run on a server is the server's (an advisory lock), so controllers
+    on different machines exclude each other too."""
+    from evoengine.archive.run_lock import RunLock
+
+    first_engine, second_engine = make_engine(postgres_url), make_engine(postgres_url)
+    store, _ = seed_store(first_engine, "locked")
+    held = RunLock.acquire(first_engine, store.run_id, "locked")
+    with pytest.raises(StoreError, match="being driven by another `evo` process"):
+        RunLock.acquire(second_engine, store.run_id, "locked")
+    other, _ = seed_store(second_engine, "other")
+    RunLock.acquire(second_engine, other.run_id, "other").release()  # one lock per run
+    held.release()  # back in the pool, the connection no longer holds it
+    RunLock.acquire(second_engine, store.run_id, "locked").release()
+    first_engine.dispose()
+    second_engine.dispose()

@@ -69,8 +69,12 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
         status = "interrupted" if controller.stop_reason == STOPPED_BY_USER else "finished"
     finally:
         ctx.store.set_status(status, controller.elapsed_s, stats.cost)
-    console.print(f"run {status}: {controller.stop_reason or 'done'}")
-    _summarise(ctx, console, validated)
+    try:
+        console.print(f"run {status}: {controller.stop_reason or 'done'}")
+        _summarise(ctx, console, validated)
+    finally:
+        if ctx.lock is not None:
+            ctx.lock.release()
     return 0
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from evoengine.archive.archive import Archive
 from evoengine.archive.grid import FeatureSpace
+from evoengine.archive.run_lock import RunLock
 from evoengine.archive.store import ArchiveStore, StoreError, make_engine, sqlite_url
 from evoengine.config.compose import (
     ConfigError,
@@ -52,6 +53,7 @@ class RunContext:
     prior_elapsed_s: float = 0.0
     prior_cost: float = 0.0
     novelty: NoveltyFilter | None = None  # mutation.novelty: skips near-copies
+    lock: RunLock | None = None  # this process drives the run (archive/run_lock.py)
 
 
 def limits_for(config: RunConfig) -> Limits:
@@ -121,8 +123,11 @@ def start_run(config: RunConfig) -> RunContext:
     # of that run (its config.yaml) must stay as it is.
     store = ArchiveStore.create_run(engine, config.name, config.problem.name, config.seed,
                                     plain)
+    lock = RunLock.acquire(engine, store.run_id, config.name)
     OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
-    return parts.assemble(config, run_dir, db_url, store, next_step=0)
+    context = parts.assemble(config, run_dir, db_url, store, next_step=0)
+    context.lock = lock
+    return context
 
 
 def _make_run_dir(config: RunConfig) -> Path:
@@ -190,27 +195,33 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
                              "started with `evo run` (see runs/)")
     engine = make_engine(db_url)
     store, run = ArchiveStore.open_run(engine, run_name)
-    stored = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(run.config))
-    config = to_run_config(apply_overrides(stored, overrides))
-    engine.echo = config.db.echo  # the stored setting, or the override given now
-    parts = _Parts.build(config)
-    store.set_config(storable_config(config))
-    if url is not None:
-        run_dir = Path(config.runs_dir) / run.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-    context = parts.assemble(config, Path(run_dir), db_url, store,
-                             next_step=store.last_step() + 1)
-    programs = store.iter_programs()
-    if context.novelty is not None:  # the same pass refills each island's window
-        programs = context.novelty.remember_all(programs)
-    context.archive.rebuild(programs)
-    ensemble = getattr(context.mutator, "ensemble", None)
-    if ensemble is not None and len(ensemble) > 1:  # rebuilt from the stored calls
-        calls = ensemble.from_history(store.iter_model_calls())
-        context.notes.append(f"ensemble rebuilt from {calls} stored calls: "
-                             f"{ensemble.describe()}")
-    context.prior_elapsed_s = run.elapsed_s
-    context.prior_cost = run.cost
+    lock = RunLock.acquire(engine, store.run_id, run.name)  # before anything is written
+    try:
+        stored = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.create(run.config))
+        config = to_run_config(apply_overrides(stored, overrides))
+        engine.echo = config.db.echo  # the stored setting, or the override given now
+        parts = _Parts.build(config)
+        store.set_config(storable_config(config))
+        if url is not None:
+            run_dir = Path(config.runs_dir) / run.name
+            run_dir.mkdir(parents=True, exist_ok=True)
+        context = parts.assemble(config, Path(run_dir), db_url, store,
+                                 next_step=store.last_step() + 1)
+        programs = store.iter_programs()
+        if context.novelty is not None:  # the same pass refills each island's window
+            programs = context.novelty.remember_all(programs)
+        context.archive.rebuild(programs)
+        ensemble = getattr(context.mutator, "ensemble", None)
+        if ensemble is not None and len(ensemble) > 1:  # rebuilt from the stored calls
+            calls = ensemble.from_history(store.iter_model_calls())
+            context.notes.append(f"ensemble rebuilt from {calls} stored calls: "
+                                 f"{ensemble.describe()}")
+        context.prior_elapsed_s = run.elapsed_s
+        context.prior_cost = run.cost
+    except BaseException:
+        lock.release()
+        raise
+    context.lock = lock
     return context
 
 
