@@ -290,6 +290,23 @@ def test_full_rewrite_with_markers_copying_the_program_has_no_note() -> None:
     assert "ignored" not in result.message
 
 
+def test_a_fence_closes_only_with_as_many_backticks_or_more() -> None:
+    """CommonMark's rule: a ```` fence holds ``` lines; up to three spaces may come
+    before the closing backticks and only blanks after them."""
+    reply = (f"````python\n{NEW_BODY}```\nnot closed yet\n    ````\n"  # 4 spaces: content
+             "   `````  \t\nafter\n")
+    body = split_evolve_block(applied(BIN_PACKING, apply_full_rewrite(BIN_PACKING,
+                                                                      reply))).body
+    assert body == f"{NEW_BODY}```\nnot closed yet\n    ````\n"
+    assert apply_full_rewrite(BIN_PACKING, f"```python\n{NEW_BODY}``` x\n").outcome == (
+        "malformed")  # text after the backticks: not a closing fence, so never closed
+
+
+def test_a_reply_of_a_million_backticks_is_malformed() -> None:
+    # it used to compile a regex of the fence itself, seconds of the event loop
+    assert apply_full_rewrite(BIN_PACKING, "`" * 1_000_000).outcome == "malformed"
+
+
 def test_full_rewrite_noop_and_syntax_errors_are_applied() -> None:
     body = split_evolve_block(PROGRAM).body
     assert apply_full_rewrite(PROGRAM, f"```python\n{body}```").outcome == "noop"

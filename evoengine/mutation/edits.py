@@ -271,10 +271,9 @@ def _python_fences(reply: str) -> tuple[list[str], bool]:
         index += 1
         if opening is None:
             continue
-        fence = opening.group(1)
-        closing = re.compile(r"^ {0,3}" + fence + r"`*[ \t]*$")
+        width = len(opening.group(1))
         content: list[str] = []
-        while index < len(lines) and not closing.match(lines[index]):
+        while index < len(lines) and not _closes_fence(lines[index], width):
             content.append(lines[index])
             index += 1
         is_python = opening.group(2).lower() in _PYTHON_FENCE_WORDS
@@ -284,6 +283,18 @@ def _python_fences(reply: str) -> tuple[list[str], bool]:
         if is_python:
             fences.append("".join(line + "\n" for line in content))
     return fences, False
+
+
+def _closes_fence(line: str, width: int) -> bool:
+    """Whether ``line`` closes a fence opened with ``width`` backticks: up to three
+    spaces, at least ``width`` backticks, nothing after them but spaces and tabs.
+    (Not a regex built from the fence: a reply of a million backticks made one, and
+    compiling it took seconds of the event loop.)"""
+    rest = line.lstrip(" ")
+    if len(line) - len(rest) > 3:
+        return False
+    ticks = rest.rstrip(" \t")
+    return len(ticks) >= width and ticks.count("`") == len(ticks)
 
 
 def _has_marker(text: str) -> bool:
