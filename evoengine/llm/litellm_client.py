@@ -64,9 +64,12 @@ class LiteLLMClient:
     def _require_credentials(self) -> None:
         """Refuse to start when litellm knows the provider's key variable and it is
         unset: each call would otherwise fail (litellm reports it as a server error)."""
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner for some
-            found = self._litellm.validate_environment(
-                model=self.model, api_key=self._api_key, api_base=self.config.base_url)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner for some
+                found = self._litellm.validate_environment(
+                    model=self.model, api_key=self._api_key, api_base=self.config.base_url)
+        except Exception:  # a model string it cannot place: the first call will say so
+            return
         missing = [key for key in found.get("missing_keys") or () if isinstance(key, str)]
         if missing and not found.get("keys_in_environment"):
             raise LLMError("auth", f"llm.model={self.model} needs {' and '.join(missing)} "
