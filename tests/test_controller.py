@@ -237,3 +237,16 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(
     (Path("runs") / base / "archive.db").write_bytes(b"")
     with pytest.raises(setup.StoreError, match="already holds a run"):
         setup._make_run_dir(config)
+
+
+def test_a_grid_axis_the_scorer_does_not_report_is_refused(run_evo) -> None:
+    """An axis no program reports used to leave every program at 0 on it, silently."""
+    result = run_evo("run", *QUICK, "search.max_evaluations=3",
+                     "search.features=[{name: bin_fill_sd, min: 0, max: 1, bins: 4}]")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "evo: error: search.features: the grid axis 'bin_fill_sd' is not a feature the "
+        "problem's scorer reports (the seed's: bin_fill_std, code_length); name one of those")
+    fine = run_evo("run", *QUICK, "search.max_evaluations=3",
+                   "search.features=[{name: bin_fill_std, min: 0, max: 1, bins: 4}]")
+    assert fine.returncode == 0, fine.stderr
