@@ -95,6 +95,20 @@ def test_too_few_examples_is_a_clear_error(model: Path, tmp_path: Path) -> None:
         build_trainer(_dpo_rows(), "dpo", TINY, str(tmp_path / "nothing"), tmp_path)
 
 
+def test_a_model_folder_transformers_cannot_load_is_a_clear_error(model: Path,
+                                                                  tmp_path: Path) -> None:
+    """config.json alone (tokenizer or weights missing) used to end in a traceback."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((model / "config.json").read_bytes())
+    with pytest.raises(TrainingError) as error:
+        build_trainer(_dpo_rows(), "dpo", TINY, str(broken), tmp_path / "work")
+    message = str(error.value)
+    assert message.startswith(f"rl.model_path={str(broken)!r}: transformers cannot load it (")
+    assert message.endswith("give a complete Hugging Face model folder (config.json, "
+                            "tokenizer files, weights)") and "\n" not in message
+
+
 def test_grpo_reward_uses_the_archive_then_the_edit_check() -> None:
     weights = RewardWeights()
     known = [(GOOD, 0.8), (CRASH, -1.0)]

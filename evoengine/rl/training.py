@@ -83,11 +83,18 @@ def build_trainer(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_p
     set_seed(rl.seed)
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.bfloat16 if bf16 else torch.float32)
+    except Exception as exc:  # transformers raises many kinds for a broken folder
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise TrainingError(f"rl.model_path={str(folder)!r}: transformers cannot load it "
+                            f"({type(exc).__name__}: {first}); give a complete Hugging "
+                            "Face model folder (config.json, tokenizer files, weights)"
+                            ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.bfloat16 if bf16 else torch.float32)
     lora = LoraConfig(r=rl.lora_r, lora_alpha=rl.lora_alpha, lora_dropout=rl.lora_dropout,
                       target_modules=list(rl.lora_targets), task_type="CAUSAL_LM")
     dataset = Dataset.from_list(training_rows(rows, method))
