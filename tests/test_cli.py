@@ -109,3 +109,13 @@ def test_evo_entry_turns_the_garbage_collector_back_on(tmp_path: Path) -> None:
                           "ui=plain", f"runs_dir={tmp_path}", "name=gc"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.stdout.strip().splitlines()[-1] == "0 True [(True, True)]", run.stderr
+
+
+def test_browse_refuses_a_poll_interval_that_is_not_seconds(run_evo) -> None:
+    """A negative or NaN --poll used to open the browser with polling silently off."""
+    for value in ("-1", "nan", "soon"):
+        result = run_evo("browse", "runs/any", "--poll", value)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"evo browse: error: argument --poll: {value!r} is not a number of seconds >= 0 "
+            "(0: never look again)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from evoengine.errors import UserError
 
@@ -16,8 +17,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("target", help="runs/<name>, an archive.db file, or a database URL")
     parser.add_argument("--run", dest="run_name", default=None,
                         help="open this run of a database that holds several")
-    parser.add_argument("--poll", type=float, default=2.0,
+    parser.add_argument("--poll", type=_seconds, default=2.0,
                         help="seconds between looks for new rows (0: never)")
+
+
+def _seconds(text: str) -> float:
+    """``--poll``'s value: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0 "
+                                         "(0: never look again)")
+    return value
 
 
 def command(args: argparse.Namespace) -> int:
