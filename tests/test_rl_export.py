@@ -130,6 +130,22 @@ def test_sft_rows_are_improvements_over_the_parent(run_dir: Path) -> None:
         assert row["completion"][0]["role"] == "assistant"
 
 
+def test_an_empty_export_says_what_would_make_rows(run_dir: Path, tmp_path: Path) -> None:
+    """It used to blame the offline GP mutator whatever the run and format."""
+    for fmt, override, why in (
+            ("grpo", "rl.grpo_min_group_size=1000", "no prompt got "
+             "rl.grpo_min_group_size=1000 answered proposals (groups need proposals that "
+             "share a prompt); search longer"),
+            ("dpo", "rl.dpo_score_percentile=100", "no prompt had a valid child above the "
+             "run's rl.dpo_score_percentile=100 with a worse or failed sibling; search "
+             "longer, or lower rl.dpo_score_percentile")):
+        result = subprocess.run(evo_command("export", str(run_dir), override, "--format", fmt,
+                                            "--out", str(tmp_path / f"{fmt}.jsonl")),
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == f"no rows: {why}"
+
+
 def test_evo_train_fits_an_adapter_on_the_run(run_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("trl")  # the `rl` extra (installed by .ci/run)
     from evoengine.rl.tiny_model import build_tiny_model

@@ -26,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from evoengine.rl.archive_data import load_run, open_run
-    from evoengine.rl.datasets import build_dataset, write_jsonl
+    from evoengine.rl.datasets import build_dataset, why_empty, write_jsonl
     from evoengine.rl.settings import rl_config
 
     _, run = open_run(args.source, args.run)
@@ -53,6 +53,5 @@ def command(args: argparse.Namespace) -> int:
         raise unwritable(exc, out) from exc
     print(f"{summary} -> {out}")
     if not rows:
-        print("no rows: model proposals that share a prompt are needed (the offline GP "
-              "mutator stores none); search longer with an LLM")
+        print(f"no rows: {why_empty(archive, args.format, rl)}")
     return 0

@@ -121,6 +121,21 @@ def sft_rows(run: RunArchive, rl: RLConfig) -> list[dict[str, Any]]:
 BUILDERS = {"dpo": dpo_pairs, "grpo": grpo_groups, "sft": sft_rows}
 
 
+def why_empty(run: RunArchive, kind: str, rl: RLConfig) -> str:
+    """Why ``kind`` has no rows for ``run``: one line saying what would make some."""
+    if not run.attempts:
+        return ("the run stored no model proposals (the offline GP mutator stores none); "
+                "search with an LLM")
+    if kind == "sft":
+        return "no child scored above its parent (SFT rows are improvements); search longer"
+    if kind == "grpo":
+        return (f"no prompt got rl.grpo_min_group_size={rl.grpo_min_group_size} answered "
+                "proposals (groups need proposals that share a prompt); search longer")
+    return (f"no prompt had a valid child above the run's rl.dpo_score_percentile="
+            f"{rl.dpo_score_percentile:g} with a worse or failed sibling; search longer, or "
+            "lower rl.dpo_score_percentile")
+
+
 def build_dataset(run: RunArchive, kind: str, rl: RLConfig) -> list[dict[str, Any]]:
     if kind not in BUILDERS:
         raise DatasetError(f"unknown format {kind!r}; choose one of {', '.join(FORMATS)}")
