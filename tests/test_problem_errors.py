@@ -59,3 +59,22 @@ def test_load_instances_failing_is_named_with_its_split_and_line(tmp_path: Path)
     assert "\n" not in message and "Traceback" not in message, message
     assert message.startswith(f"evo: error: {folder / 'score.py'}: load_instances('train') "
                               "failed: ValueError: the data file is truncated (at score.py:")
+
+
+def test_a_resumed_run_whose_problem_folder_moved_says_so(run_evo, tmp_path: Path) -> None:
+    """It said the seed file was missing; the folder is what went, and problem.path on
+    `evo resume` takes the new place."""
+    assert run_evo("new-problem", "moving").returncode == 0
+    first = run_evo("run", "problem=moving", "sandbox=process", "ui=plain",
+                    "search.max_evaluations=3", "name=m")
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "problems" / "moving").rename(tmp_path / "elsewhere")
+    gone = run_evo("resume", "runs/m", "search.max_evaluations=5")
+    assert gone.returncode == 2
+    assert gone.stderr.strip() == (
+        f"evo: error: problem.path: the folder of problem 'moving', "
+        f"{tmp_path / 'problems' / 'moving'}, is gone; put it back, or give its new place "
+        "with problem.path=DIR")
+    moved = run_evo("resume", "runs/m", "search.max_evaluations=5",
+                    f"problem.path={tmp_path / 'elsewhere'}")
+    assert moved.returncode == 0, moved.stderr

@@ -61,6 +61,10 @@ class Problem:
         self.config = config
         self.folder = Path(config.path)
         self.name = config.name
+        if not self.folder.is_dir():  # a resumed run keeps the folder it was started with
+            raise ProblemError(f"problem.path: the folder of problem {self.name!r}, "
+                               f"{self.folder}, is gone; put it back, or give its new "
+                               "place with problem.path=DIR")
         for role, filename in (("seed", config.evolve_file), ("harness", config.harness),
                                ("scorer", config.scorer)):
             if not self.resolve(filename).is_file():
