@@ -57,6 +57,14 @@ def test_broken_or_missing_template_folder_is_a_clear_error(tmp_path: Path) -> N
     parent, inspirations = _views()
     with pytest.raises(PromptError, match="full.j2"):
         builder.build("full", parent, inspirations, "")
+    # a syntax error is found when the run starts, not at the first prompt of that kind
+    (tmp_path / "diff.j2").write_text("line one\n{% if parent %}never closed\n")
+    with pytest.raises(PromptError) as error:
+        PromptBuilder("p", "d", templates_dir=str(tmp_path))
+    assert str(error.value) == (
+        f"prompt template {tmp_path / 'diff.j2'}, line 2: Unexpected end of template. Jinja "
+        "was looking for the following tags: 'elif' or 'else' or 'endif'. The innermost "
+        "block that needs to be closed is 'if'; fix it")
 
 
 def test_llm_config_values_are_checked() -> None:

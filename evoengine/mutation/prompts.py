@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
 
 from evoengine.mutation.types import ParentView
 
@@ -66,6 +72,17 @@ class PromptBuilder:
         self._env.filters["metrics"] = format_metrics
         self.problem_name = problem_name
         self.description = description.strip()
+        if templates_dir:  # a user's template with a syntax error stops the run at start
+            self._compile_all()
+
+    def _compile_all(self) -> None:
+        for name in self._env.list_templates(extensions=["j2"]):
+            try:
+                self._env.get_template(name)
+            except TemplateSyntaxError as exc:
+                what = (exc.message or "syntax error").rstrip(".")
+                raise PromptError(f"prompt template {exc.filename or name}, line "
+                                  f"{exc.lineno}: {what}; fix it") from exc
 
     def _render(self, name: str, **context: object) -> str:
         try:
