@@ -53,7 +53,11 @@ class RunLock:
         if engine.dialect.name != "sqlite" or not database or database == ":memory:":
             return cls()  # nothing another process could open
         path = Path(f"{database}-run{run_id}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot make the lock file {path} of run {run_name!r} "
+                             f"({exc.strerror}); its folder must be writable") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
