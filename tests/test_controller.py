@@ -250,3 +250,40 @@ def test_a_grid_axis_the_scorer_does_not_report_is_refused(run_evo) -> None:
     fine = run_evo("run", *QUICK, "search.max_evaluations=3",
                    "search.features=[{name: bin_fill_std, min: 0, max: 1, bins: 4}]")
     assert fine.returncode == 0, fine.stderr
+
+
+def test_ctrl_c_during_the_final_validation_ends_it(run_evo, tmp_path: Path) -> None:
+    """Ctrl-C after the search, while the best programs are scored on validation, used
+    to be ignored until every validation had run (minutes, for a slow problem)."""
+    assert run_evo("new-problem", "slowval").returncode == 0
+    folder = tmp_path / "problems" / "slowval"
+    score = folder / "score.py"
+    score.write_text(score.read_text().replace(
+        '    return [{"x": float(s["x"]), "y": float(s["y"])} for s in samples]',
+        '    rows = [{"x": float(s["x"]), "y": float(s["y"])} for s in samples]\n'
+        '    return [{**rows[0], "sleep": 120}, *rows[1:]] if split == "validation" else rows'))
+    harness = folder / "harness.py"
+    harness.write_text(harness.read_text().replace(
+        '    for sample in instances:\n',
+        '    for sample in instances:\n'
+        '        if "sleep" in sample:\n'
+        '            __import__("time").sleep(sample["sleep"])\n'))
+    db = tmp_path / "runs" / "v" / "archive.db"
+    process = subprocess.Popen(
+        evo_command("run", "problem=slowval", "sandbox=process", "ui=plain", "name=v",
+                    "search.max_evaluations=3", "problem.timeout_s=300", "problem.cpu_s=300"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(db, 3, timeout=120)
+        time.sleep(3)  # the search is over; the validation sleeps
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "validation of the best programs stopped by user" in stdout
+    assert "run finished: evaluation budget spent" in stdout
+    assert archive_rows(db, "SELECT status FROM runs") == [("finished",)]

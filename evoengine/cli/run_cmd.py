@@ -86,10 +86,27 @@ async def _drive(ctx: RunContext, controller: Controller) -> list[ValidatedProgr
         loop.add_signal_handler(sig, controller.request_stop)
     try:
         await controller.run()
-        if controller.stop_reason != STOPPED_BY_USER:
-            return await validate_best(ctx.archive, ctx.evaluator, ctx.store,
-                                       ctx.config.search.validate_top, controller.charge)
-        return []
+        if controller.stop_reason == STOPPED_BY_USER:
+            return []
+        validation = asyncio.ensure_future(validate_best(
+            ctx.archive, ctx.evaluator, ctx.store, ctx.config.search.validate_top,
+            controller.charge))
+        stopped: list[int] = []
+
+        def stop_validation() -> None:
+            stopped.append(1)
+            validation.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):  # from now on Ctrl-C ends the validation
+            loop.add_signal_handler(sig, stop_validation)
+        try:
+            return await validation
+        except asyncio.CancelledError:
+            if not stopped:
+                raise  # this coroutine itself was cancelled
+            print("validation of the best programs stopped by user (the scores it stored "
+                  "are kept)")
+            return []
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
