@@ -165,6 +165,24 @@ def test_browse_filter_and_help(finished_run: Path) -> None:
     asyncio.run(drive())
 
 
+def test_a_change_seen_while_a_screen_is_pushed_does_not_crash(finished_run: Path) -> None:
+    """A poll that found a change just as a screen was pushed (not composed yet) queried
+    its widgets and brought the browser down (NoMatches, seen under CI load)."""
+    async def drive() -> None:
+        app = make_app(finished_run)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await pilot.pause()
+            run_id = app.screen.run_id  # type: ignore[attr-defined]
+            app.push_screen(RunScreen(app.reader, run_id))
+            app._marker = None  # as if the database had changed
+            app.poll()  # the new screen is on top, with no widgets yet
+            await pilot.pause()
+            assert "demo" in text_of(app.screen.query_one("#headline", Static))
+            assert app.screen.query_one("ProgramTable").total > 0  # type: ignore
+
+    asyncio.run(drive())
+
+
 @pytest.mark.slow
 def test_browse_refreshes_while_a_run_writes(tmp_path: Path) -> None:
     """A running run is browsed as it goes: new programs appear without a keypress,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 
 from evoengine.tui.queries import ArchiveReader
 from evoengine.tui.screens.help import HelpScreen
@@ -55,6 +56,8 @@ class BrowseApp(App[None]):
                 refresh = getattr(self.screen, "refresh_data", None)
                 if refresh is not None:
                     refresh()
+        except NoMatches:  # a screen pushed or popped this instant: not composed (yet)
+            pass  # (a screen reads the database when it mounts)
         except SQLAlchemyError as exc:  # e.g. the file is being replaced: try again later
             self.notify(f"could not read the archive: {str(exc).splitlines()[0]}",
                         severity="warning")
