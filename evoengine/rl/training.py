@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from evoengine.config.rl_schema import RLConfig
-from evoengine.errors import UserError
+from evoengine.errors import UserError, first_line
 from evoengine.rl.grpo_reward import archive_reward, known_table
 
 METADATA_FILE = "evo_train.json"
@@ -88,7 +88,7 @@ def build_trainer(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_p
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch.bfloat16 if bf16 else torch.float32)
     except Exception as exc:  # transformers raises many kinds for a broken folder
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc, 200)
         raise TrainingError(f"rl.model_path={str(folder)!r}: transformers cannot load it "
                             f"({type(exc).__name__}: {first}); give a complete Hugging "
                             "Face model folder (config.json, tokenizer files, weights)"

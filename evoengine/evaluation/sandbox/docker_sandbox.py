@@ -42,6 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from evoengine.errors import first_line
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits
 from evoengine.evaluation.sandbox.container_runner import ContainerRunner, kill_container
 from evoengine.evaluation.sandbox.pool import PooledSandbox, stop_runner
@@ -79,16 +80,16 @@ def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     try:
         client = docker.from_env(timeout=10)
     except docker.errors.DockerException as exc:
-        return f"no Docker daemon answers ({_first_line(exc)}): start it (`dockerd &`)"
+        return f"no Docker daemon answers ({first_line(exc, 200)}): start it (`dockerd &`)"
     try:
         client.ping()
         built_with = client.images.get(image).labels.get(RUNNER_LABEL)
     except docker.errors.ImageNotFound:
         return f"the Docker image {image} does not exist: {BUILD_HINT}"
     except docker.errors.DockerException as exc:
-        return f"the Docker daemon did not answer ({_first_line(exc)}): start it (`dockerd &`)"
+        return f"the Docker daemon did not answer ({first_line(exc, 200)}): start it (`dockerd &`)"
     except OSError as exc:
-        return f"the Docker daemon did not answer ({_first_line(exc)}): start it (`dockerd &`)"
+        return f"the Docker daemon did not answer ({first_line(exc, 200)}): start it (`dockerd &`)"
     finally:
         client.close()
     if built_with and built_with != runner_digest():
@@ -96,9 +97,6 @@ def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 class DockerSandbox(PooledSandbox):
@@ -206,7 +204,7 @@ class DockerSandbox(PooledSandbox):
         except (docker.errors.DockerException, OSError) as exc:
             cleanup()
             raise RunnerGone(f"cannot create a sandbox container from {self.image}: "
-                             f"{_first_line(exc)}"
+                             f"{first_line(exc, 200)}"
                              + (f"; {BUILD_HINT}" if "No such image" in str(exc) else "")
                              ) from exc
         try:
@@ -215,7 +213,7 @@ class DockerSandbox(PooledSandbox):
             kill_container(self.client, created["Id"])
             cleanup()
             if isinstance(exc, (docker.errors.DockerException, OSError)):
-                raise RunnerGone(f"cannot start a sandbox container: {_first_line(exc)}"
+                raise RunnerGone(f"cannot start a sandbox container: {first_line(exc, 200)}"
                                  ) from exc
             raise
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from evoengine.errors import first_line
 from evoengine.evaluation.sandbox.docker_sandbox import (
     DEFAULT_IMAGE,
     RUNNER_LABEL,
@@ -79,8 +80,7 @@ def _client() -> Any:
         client = docker.from_env(timeout=600)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ImageBuildError(f"no Docker daemon answers ({first}): start it "
+        raise ImageBuildError(f"no Docker daemon answers ({first_line(exc, 200)}): start it "
                               "(`dockerd &` or `systemctl start docker`)") from exc
     return client
 

@@ -29,6 +29,7 @@ from typing import Any
 from evoengine.config.compose import ConfigError
 from evoengine.config.scale_schema import RayConfig
 from evoengine.config.schema import SandboxConfig
+from evoengine.errors import first_line
 from evoengine.evaluation.result import ErrorKind
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits, RawOutput
 from evoengine.evaluation.sandbox.ray_worker import NodeSandbox, ShippedJob
@@ -84,7 +85,7 @@ class RaySandbox:
                 ray.init(address=address, namespace=self.config.namespace,
                          log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 raise ConfigError(f"ray.address={address}: no Ray cluster answers ({first}); "
                                   "start one with `ray start --head` or give the head's "
                                   "host:port") from exc
@@ -124,7 +125,7 @@ class RaySandbox:
             except self._lost:
                 self._forget(node_id, cooldown=True)
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 raise ConfigError(f"ray.address={self.config.address}: the sandbox on a node "
                                   f"did not start ({first}); evoengine must be installed on "
                                   "every node") from exc
