@@ -237,6 +237,10 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(
     (Path("runs") / base / "archive.db").write_bytes(b"")
     with pytest.raises(setup.StoreError, match="already holds a run"):
         setup._make_run_dir(config)
+    (Path("runs") / "a_file").write_text("")
+    config = load_run_config(["problem=bin_packing_quick", "name=a_file"])[0]
+    with pytest.raises(setup.ConfigError, match="is a file, not a run folder"):
+        setup._make_run_dir(config)
 
 
 def test_a_grid_axis_the_scorer_does_not_report_is_refused(run_evo) -> None:

@@ -134,25 +134,38 @@ def _make_run_dir(config: RunConfig) -> Path:
     """``runs_dir/name``, made. Without ``name=``, a fresh folder named after the problem
     and the time, claimed by ``mkdir`` (another run started in the same second, even in
     another process, gets ``...-2``); ``config.name`` is set to it."""
-    chosen = config.name
-    base = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    for attempt in range(1, 100):
-        name = chosen or (base if attempt == 1 else f"{base}-{attempt}")
-        run_dir = Path(config.runs_dir) / name
-        if chosen and (run_dir / ARCHIVE_FILE).exists():
+    if config.name is not None:
+        run_dir = Path(config.runs_dir) / config.name
+        if (run_dir / ARCHIVE_FILE).exists():
             raise StoreError(f"{run_dir} already holds a run; continue it with "
                              f"`evo resume {run_dir}` or choose another name=")
         try:
-            run_dir.mkdir(parents=True, exist_ok=bool(chosen))
+            _mkdir(run_dir, exist_ok=True)
+        except FileExistsError:  # a file of that name
+            raise ConfigError(f"name: {run_dir} is a file, not a run folder; choose another "
+                              "name=") from None
+        return run_dir
+    base = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    for name in (base, *(f"{base}-{n}" for n in range(2, 100))):
+        run_dir = Path(config.runs_dir) / name
+        try:
+            _mkdir(run_dir, exist_ok=False)
         except FileExistsError:
             continue
-        except OSError as exc:
-            raise ConfigError(f"runs_dir: cannot create {run_dir} ({exc.strerror}); give a "
-                              "folder you can write to, e.g. runs_dir=runs") from exc
         config.name = name
         return run_dir
     raise ConfigError(f"runs_dir: {config.runs_dir} already holds runs {base} to "
                       f"{base}-99; give name=")
+
+
+def _mkdir(run_dir: Path, exist_ok: bool) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"runs_dir: cannot create {run_dir} ({exc.strerror}); give a "
+                          "folder you can write to, e.g. runs_dir=runs") from exc
 
 
 def storable_config(config: RunConfig) -> dict[str, Any]:

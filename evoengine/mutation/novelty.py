@@ -268,10 +268,8 @@ class NoveltyFilter:
         no program yet accepts everything: ``(True, 0.0, None)``. ``as_of``: compare
         with the window of entries that came in at or before that count of steps."""
         entries: Sequence[_Entry] = self._islands.get(island) or ()
-        if as_of is not None:
+        if as_of is not None:  # (without it, _trim has kept the latest window only)
             entries = [e for e in entries if e.told <= as_of][-self.window:]
-        else:
-            entries = list(entries)[-self.window:]
         if not entries:
             return True, 0.0, None
         text = normalise_code(code)
