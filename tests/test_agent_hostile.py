@@ -13,6 +13,7 @@ from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits
 from evoengine.evaluation.sandbox.process import ProcessSandbox
+from evoengine.llm.reply_cap import ReplyCap
 from evoengine.llm.sandbox_proxy import SandboxLLMProxy
 from evoengine.llm.types import Completion
 from evoengine.paths import resource_dir
@@ -254,3 +255,36 @@ def test_concurrent_calls_share_the_token_cap_instead_of_each_taking_it() -> Non
     assert b" 429 " in refused and b"calls in flight included" in refused
     assert session.tokens == 100 and session.reserved == 0
     assert session.calls == 2 and session.refused == 1
+
+
+class _EndlessModel:
+    """A model that never stops: every reply is 5,000 characters of 900 tokens."""
+
+    model = "endless"
+
+    async def complete(self, messages, temperature: float, max_tokens: int,
+                       seed: int | None = None) -> Completion:
+        return Completion(text="y" * 5000, model=self.model, prompt_tokens=10,
+                          completion_tokens=900, cost=0.25)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_an_over_long_reply_fails_but_its_tokens_count_against_the_session() -> None:
+    """The agent gets an error for a reply over llm.max_reply_chars, and the session's
+    token cap and cost still see what the reply took."""
+
+    async def scenario():
+        capped = ReplyCap(_EndlessModel(), max_chars=1000)
+        proxy, session = await _serving(capped, max_calls=10, max_tokens=1000,
+                                        reply_tokens=900)
+        conn = _send_request(proxy.socket_path, session.token)
+        answer = await asyncio.to_thread(_reply, conn)
+        conn.close()
+        await proxy.close()
+        return session, answer
+
+    session, answer = asyncio.run(scenario())
+    assert b" 502 " in answer and b"llm.max_reply_chars=1,000" in answer
+    assert session.failed == 1 and session.tokens == 910 and session.cost == 0.25

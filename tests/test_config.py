@@ -33,6 +33,7 @@ def test_overrides_reach_the_typed_config() -> None:
     ("problem.timeout_s=-1", "problem.timeout_s"),
     ("llm=nonexistent", "llm"),
     ("llm.base_url=localhost:8000/v1", "llm.base_url"),  # no scheme: never reachable
+    ("llm.max_reply_chars=10", "llm.max_reply_chars"),  # would refuse every real reply
     ("db=postgres", "db.url"),  # the server must be given (it used to fall back to SQLite)
     ("problem=not_a_problem", "problem"),
 ])

@@ -138,6 +138,45 @@ def test_replay_rebuilds_the_recorded_archive_without_a_model(run_evo, tmp_path:
     assert archive_rows(changed_db, "SELECT error_kind FROM llm_calls") == [("replay",)]
 
 
+def test_an_endless_reply_is_dropped_and_still_counted(run_evo, tmp_path: Path,
+                                                       no_model: None) -> None:
+    """A model that does not stop: a reply over llm.max_reply_chars fails as malformed
+    before anything parses or stores it whole; its start, tokens and cost are kept,
+    the run goes on, and the replay gives the same run."""
+    counter = itertools.count()
+    endless = _diff(7) + "and so on " * 30_000  # 300k characters
+
+    def script(request: dict) -> dict | str:
+        n = next(counter)
+        return {"reply": endless, "completion_tokens": 75_000} if n % 2 else _diff(n + 2)
+
+    args = [*COMMON, "search.max_evaluations=6", "llm.max_reply_chars=50000", "seed=3"]
+    with ScriptedServer(script) as server:
+        original = run_evo("run", *args, f"llm.base_url={server.base_url}", "name=original",
+                           timeout=600)
+    assert original.returncode == 0, original.stderr
+    db = tmp_path / "runs" / "original" / "archive.db"
+    dropped = archive_rows(db, """SELECT length(response), completion_tokens, cost
+                                  FROM mutation_calls WHERE outcome = 'llm_error:malformed'""")
+    assert dropped, archive_rows(db, "SELECT outcome FROM mutation_calls")
+    for stored, tokens, cost in dropped:
+        assert stored == 2000 and tokens == 75_000 and cost >= 75_000 * 2.0 / 1e6
+    failed = archive_rows(db, "SELECT error_message, length(response), completion_tokens "
+                              "FROM llm_calls WHERE error_kind = 'malformed'")
+    assert len(failed) == len(dropped)
+    for message, stored, tokens in failed:
+        assert message.startswith("the reply has 300,") and "=50,000" in message
+        assert "\n" not in message and stored == 2000 and tokens == 75_000
+    assert archive_rows(db, "SELECT MAX(length(response)) FROM llm_calls")[0][0] <= 2000
+    applied = archive_rows(db, "SELECT COUNT(*) FROM mutation_calls WHERE outcome = 'applied'")
+    assert applied[0][0] >= 4  # the run went on to its budget
+    total = archive_rows(db, "SELECT SUM(cost) FROM mutation_calls")[0][0]
+    assert archive_rows(db, "SELECT cost FROM runs")[0][0] == pytest.approx(total)
+
+    replay = run_evo("run", *args, "llm.replay=runs/original", "name=replayed", timeout=600)
+    assert replay.returncode == 0, replay.stderr
+    _assert_same_run(db, tmp_path / "runs" / "replayed" / "archive.db")
+
 def _wait_for_hang(server: ScriptedServer, timeout: float) -> None:
     """Until the request that hangs has arrived (a retry after an unmatched diff)."""
     deadline = time.monotonic() + timeout

@@ -99,6 +99,8 @@ class LLMConfig:
     backoff_s: float = 1.0  # first retry delay; doubles each time
     temperature: float = 0.8
     max_tokens: int = 4096
+    # a longer reply fails as malformed (its start, tokens and cost are kept); None: no cap
+    max_reply_chars: int | None = 200_000
     price_input_per_mtok: float | None = None  # dollars per million prompt tokens
     price_output_per_mtok: float | None = None
     edit_probabilities: EditProbabilities = field(default_factory=EditProbabilities)
@@ -130,6 +132,8 @@ class LLMConfig:
         _require(self.backoff_s >= 0, "llm.backoff_s", "must be >= 0")
         _require(0 <= self.temperature <= 2, "llm.temperature", "must be within [0, 2]")
         _require(self.max_tokens >= 1, "llm.max_tokens", "must be at least 1")
+        _require(self.max_reply_chars is None or self.max_reply_chars >= 1000,
+                 "llm.max_reply_chars", "must be at least 1000 characters, or null for no cap")
         for key in ("price_input_per_mtok", "price_output_per_mtok"):
             value = getattr(self, key)
             _require(value is None or value >= 0, f"llm.{key}", "must be >= 0")

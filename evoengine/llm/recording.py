@@ -4,7 +4,8 @@ Recording. :class:`RecordingClient` wraps any :class:`~evoengine.llm.types.LLMCl
 and writes each call to the run's ``llm_calls`` table as soon as it returns: the
 request (model, messages, temperature, max_tokens, seed), the sha256 of its canonical
 JSON, the reply text with its tokens, cost and latency, or the ``LLMError`` kind and
-message. Each call is its own transaction, not part of its step's: a run killed
+message (with the kept start, tokens and cost of a reply that came back unusable:
+``LLMError.spent``, replayed with the error). Each call is its own transaction, not part of its step's: a run killed
 mid-step keeps the calls of that step, tagged with the step and the run's *session*
 (0 for ``evo run``, one more per ``evo resume``). The controller tags calls with their
 step through :func:`set_call_step`.
@@ -115,7 +116,8 @@ class RecordingClient:
             latency_s = getattr(exc, "latency_s", None)  # set by a replayed error
             if latency_s is None:
                 latency_s = time.perf_counter() - started
-            self.log.record(request, error=exc, latency_s=latency_s)
+            # a reply that came back unusable keeps its start, tokens and cost
+            self.log.record(request, completion=exc.spent, error=exc, latency_s=latency_s)
             raise
         self.log.record(request, completion=completion)
         return completion
@@ -213,14 +215,18 @@ class ReplayClient:
                            f"(request {digest[:12]}); {self._why_not_replayable()}")
         self._served[(step, digest)] = served + 1
         row = answers[served]
+        recorded = Completion(text=row["response"], model=self.model,
+                              prompt_tokens=int(row["prompt_tokens"]),
+                              completion_tokens=int(row["completion_tokens"]),
+                              latency_s=float(row["latency_s"]), cost=float(row["cost"]))
         if row["error_kind"]:
-            failure = LLMError(str(row["error_kind"]), str(row["error_message"]))
-            failure.latency_s = float(row["latency_s"])  # type: ignore[attr-defined]
+            spent = recorded.text or recorded.prompt_tokens or recorded.completion_tokens \
+                or recorded.cost
+            failure = LLMError(str(row["error_kind"]), str(row["error_message"]),
+                               spent=recorded if spent else None)
+            failure.latency_s = recorded.latency_s  # type: ignore[attr-defined]
             raise failure
-        return Completion(text=row["response"], model=self.model,
-                          prompt_tokens=int(row["prompt_tokens"]),
-                          completion_tokens=int(row["completion_tokens"]),
-                          latency_s=float(row["latency_s"]), cost=float(row["cost"]))
+        return recorded
 
     async def close(self) -> None:
         self._store.engine.dispose()

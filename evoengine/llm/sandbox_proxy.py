@@ -30,7 +30,7 @@ from typing import Any
 from evoengine.config.schema import RunConfig
 from evoengine.errors import UserError
 from evoengine.llm.recording import _CALL_STEP, CallLog, set_call_step
-from evoengine.llm.types import LLMClient, LLMError
+from evoengine.llm.types import Completion, LLMClient, LLMError
 
 SOCKET_NAME = "llm.sock"
 SOCKET_VAR = "EVOENGINE_LLM_SOCKET"  # the names sandbox/evo_llm.py reads
@@ -251,16 +251,23 @@ class SandboxLLMProxy:
         except LLMError as exc:
             session.failed += 1
             session.errors.append(f"{exc.kind}: {exc}"[:200])
+            if exc.spent is not None:  # an unusable reply (over the cap) still cost
+                _meter(session, exc.spent)
             return 502, {"error": exc.kind, "message": str(exc)[:500]}
         finally:
             session.pending.discard(call)
             if session.max_tokens:
                 session.reserved -= reply_tokens
-        session.prompt_tokens += completion.prompt_tokens
-        session.completion_tokens += completion.completion_tokens
-        session.cost += completion.cost
+        _meter(session, completion)
         return 200, {"text": completion.text, "prompt_tokens": completion.prompt_tokens,
                      "completion_tokens": completion.completion_tokens}
+
+
+def _meter(session: ProxySession, completion: Completion) -> None:
+    """Count one reply's tokens and cost against its evaluation's session."""
+    session.prompt_tokens += completion.prompt_tokens
+    session.completion_tokens += completion.completion_tokens
+    session.cost += completion.cost
 
 
 class ModelRequired(UserError):

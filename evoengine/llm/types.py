@@ -6,19 +6,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class LLMError(RuntimeError):
-    """A model call failed for good (after retries, where retrying makes sense).
-
-    ``kind`` is one of: auth, model (unknown model), rate_limit, server, connection,
-    timeout, malformed (a reply the client cannot use), bad_request, replay (``llm.replay``
-    has no recorded answer, or cannot read its recording).
-    """
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
 @dataclass(frozen=True)
 class Completion:
     """One model reply and what it cost."""
@@ -29,6 +16,24 @@ class Completion:
     completion_tokens: int = 0
     latency_s: float = 0.0
     cost: float = 0.0  # dollars; 0 when no price is known
+
+
+class LLMError(RuntimeError):
+    """A model call failed for good (after retries, where retrying makes sense).
+
+    ``kind`` is one of: auth, model (unknown model), rate_limit, server, connection,
+    timeout, malformed (a reply the client cannot use), bad_request, replay (``llm.replay``
+    has no recorded answer, or cannot read its recording).
+
+    ``spent``: a reply that came back but cannot be used (one over
+    ``llm.max_reply_chars``), with what it cost; its text is the part worth keeping.
+    The tokens and cost still count towards the run's accounting and budget.
+    """
+
+    def __init__(self, kind: str, message: str, spent: Completion | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.spent = spent
 
 
 class LLMClient(Protocol):

@@ -102,6 +102,8 @@ class LLMMutator:
                 completion = await self._complete(member.client, messages, seed + 1, child)
                 result = self._apply(kind, parent.code, completion.text)
         except LLMError as exc:
+            if exc.spent is not None:  # a reply came back but cannot be used
+                _account(child, exc.spent)
             child.outcome = f"llm_error:{exc.kind}"
             child.message = str(exc)
             return child
@@ -118,11 +120,7 @@ class LLMMutator:
                         child: Child) -> Completion:
         completion = await client.complete(messages, temperature=self.config.temperature,
                                            max_tokens=self.config.max_tokens, seed=seed)
-        child.response += ("\n\n[retry]\n" if child.response else "") + completion.text
-        child.prompt_tokens += completion.prompt_tokens
-        child.completion_tokens += completion.completion_tokens
-        child.cost += completion.cost
-        child.latency_s += completion.latency_s
+        _account(child, completion)
         return completion
 
     async def close(self) -> None:
@@ -133,3 +131,12 @@ class LLMMutator:
         if kind == "diff":
             return apply_search_replace(code, reply)
         return apply_full_rewrite(code, reply)
+
+
+def _account(child: Child, completion: Completion) -> None:
+    """Add one reply (its text, tokens, cost and latency) to what ``child`` cost."""
+    child.response += ("\n\n[retry]\n" if child.response else "") + completion.text
+    child.prompt_tokens += completion.prompt_tokens
+    child.completion_tokens += completion.completion_tokens
+    child.cost += completion.cost
+    child.latency_s += completion.latency_s
