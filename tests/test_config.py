@@ -63,6 +63,17 @@ def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -
                          "e.g. {model: NAME, weight: 2}"),
     ("llm.edit_probabilities=x", "llm.edit_probabilities: 'x' must be a mapping with keys "
                                  "diff, full, crossover"),
+    # two overrides in one argument, and a sweep: Hydra's words named neither
+    ("search.seed=1 name=x", "search.seed=1 name=x: cannot read this override (mismatched "
+                             "input '=' expecting <EOF>); write KEY=VALUE, one per argument, "
+                             "and quote a value that holds spaces, brackets or characters "
+                             "such as ~ # ? = (KEY='VALUE')"),
+    ("llm.templates_dir=~/t", "llm.templates_dir=~/t: cannot read this override (unexpected "
+                              "'~' at character 19); write KEY=VALUE, one per argument, and "
+                              "quote a value that holds spaces, brackets or characters such "
+                              "as ~ # ? = (KEY='VALUE')"),
+    ("search.num_islands=2,3", "search.num_islands=2,3: a run takes one value per key; write "
+                               "a list in brackets ([a,b]) or quote a value that holds a comma"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_the_type(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -3,6 +3,7 @@ a run stores everything, is deterministic, survives SIGKILL and stops on Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -255,6 +256,36 @@ def test_a_grid_axis_the_scorer_does_not_report_is_refused(run_evo) -> None:
                    "search.features=[{name: bin_fill_std, min: 0, max: 1, bins: 4}]")
     assert fine.returncode == 0, fine.stderr
 
+
+def _stored_search(db: Path) -> dict:
+    return json.loads(archive_rows(db, "SELECT config FROM runs")[0][0])["search"]
+
+
+def test_a_resume_can_regrid_but_not_drop_islands_or_axes(run_evo, tmp_path: Path) -> None:
+    """A resume that dropped islands holding programs used to end in a traceback and
+    leave the smaller count stored, so that every later resume failed too; an axis the
+    scores lack was taken silently. Now both are refused in one line and change nothing;
+    other bins and ranges, and more islands, regrid the stored programs."""
+    first = run_evo("run", *QUICK, "search.max_evaluations=3", "name=g")
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "runs" / "g" / "archive.db"
+    before = _stored_search(db)
+    fewer = run_evo("resume", "runs/g", "search.num_islands=1", "search.max_evaluations=5")
+    assert fewer.returncode == 2 and fewer.stderr.strip() == (
+        "evo: error: search.num_islands: the run has programs on 2 islands; a resume can add "
+        "islands but not remove them (give search.num_islands=2 or more)")
+    # Hydra's override syntax, as `evo run` reads it (no spaces after the colons)
+    axis = run_evo("resume", "runs/g", "search.features=[{name:nope,min:0,max:1,bins:4}]")
+    assert axis.returncode == 2 and axis.stderr.strip() == (
+        "evo: error: search.features: the grid axis 'nope' is not a feature the problem's "
+        "scorer reports (the seed's: bin_fill_std, code_length); name one of those")
+    assert _stored_search(db) == before
+    regrid = run_evo("resume", "runs/g", "search.num_islands=3", "search.max_evaluations=6",
+                     "search.features=[{name:bin_fill_std,min:0,max:0.2,bins:3}]")
+    assert regrid.returncode == 0, regrid.stderr
+    after = _stored_search(db)
+    assert after["num_islands"] == 3 and after["features"][0]["bins"] == 3
+    assert _train_evaluations(db) == 6
 
 def test_ctrl_c_during_the_final_validation_ends_it(run_evo, tmp_path: Path) -> None:
     """Ctrl-C after the search, while the best programs are scored on validation, used

@@ -267,6 +267,17 @@ class ArchiveStore:
                 MutationCall.run_id == self.run_id)).scalar()
         return -1 if a is None else int(a)
 
+    def grid_facts(self) -> tuple[int, dict[str, Any] | None]:
+        """How many islands hold programs, and the features the scorer reported for
+        the first valid program (None if none is valid): what a resume's grid must fit."""
+        with self.engine.connect() as conn:
+            top = conn.execute(select(func.max(Program.island)).where(
+                Program.run_id == self.run_id)).scalar()
+            features = conn.execute(select(Program.features).where(
+                Program.run_id == self.run_id, Program.valid.is_(True)
+            ).order_by(Program.id).limit(1)).scalar()
+        return (0 if top is None else int(top) + 1), features
+
     def next_llm_session(self) -> int:
         """The ``llm_calls.session`` of a run (0) or of its next resume (one more)."""
         with self.engine.connect() as conn:

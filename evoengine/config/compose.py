@@ -22,6 +22,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -117,6 +120,10 @@ def _register(overrides: list[str], config_name: str = "config") -> list[str]:
                 raise ConfigError(f"problem: unknown problem {match.group(1)!r}; known: {known} "
                                   "(or give a problem folder's path)")
         rewritten.append(override)
+    for override, parsed in zip(rewritten, parse_overrides(rewritten), strict=True):
+        if parsed.is_sweep_override():  # Hydra's own word for it is "Ambiguous value"
+            raise ConfigError(f"{override}: a run takes one value per key; write a list in "
+                              "brackets ([a,b]) or quote a value that holds a comma")
     chosen = [o.split("=", 1)[1] for o in rewritten if o.startswith("problem=")]
     for name in _problems_needed(chosen[-1] if chosen else _default_problem(config_name),
                                  problems):
@@ -233,10 +240,45 @@ def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
         if key in groups:
             raise ConfigError(f"{key}: a resumed run keeps its {key} config; change single "
                               f"values ({key}.KEY=VALUE), or start a new run: evo run {override}")
+    patch = OmegaConf.create()
+    for override, parsed in zip(overrides, parse_overrides(overrides), strict=True):
+        if parsed.is_sweep_override():
+            raise ConfigError(f"{override}: a resume takes one value per key; write a list "
+                              "in brackets ([a,b]) or quote a value that holds a comma")
+        OmegaConf.update(patch, parsed.key_or_group, parsed.value(), merge=False)
     try:
-        return OmegaConf.merge(stored, OmegaConf.from_dotlist(overrides))
+        return OmegaConf.merge(stored, patch)
     except OmegaConfBaseException as exc:
         raise ConfigError(_hydra_message(exc)) from exc
+
+
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """Read ``overrides`` with Hydra's override grammar (as `evo run` composes them, so
+    `evo resume` reads the same text the same way); a ConfigError names the one that
+    cannot be read."""
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([override]))
+        except OverrideParseException as exc:
+            raise ConfigError(
+                f"{override}: cannot read this override ({_parse_failure(str(exc))}); write "
+                "KEY=VALUE, one per argument, and quote a value that holds spaces, brackets or "
+                "characters such as ~ # ? = (KEY='VALUE')") from None
+    return parsed
+
+
+def _parse_failure(text: str) -> str:
+    """What Hydra's override parser stumbled on, in a few words on one line."""
+    lines = [line for line in text.splitlines()
+             if line.strip() and not line.startswith(("See https://", "Error parsing override"))]
+    lexer = "LexerNoViableAltException: "
+    if len(lines) >= 2 and lines[0].startswith(lexer) and "^" in lines[1]:
+        echo, column = lines[0][len(lexer):], lines[1].index("^") - len(lexer)
+        if 0 <= column < len(echo):
+            return f"unexpected {echo[column]!r} at character {column + 1}"
+    return lines[0] if lines else "not KEY=VALUE"
 
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from evoengine.archive.archive import Work
 from evoengine.archive.records import ProgramRecord, code_hash
 from evoengine.archive.store import StepRecord
-from evoengine.controller.setup import RunContext
+from evoengine.controller.setup import RunContext, unreported_axis
 from evoengine.controller.stats import RunStats
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
 from evoengine.llm.recording import set_call_step
@@ -164,13 +164,10 @@ class Controller:
             raise RunError(f"the seed program {self.ctx.problem.folder}/"
                            f"{self.ctx.problem.config.evolve_file} fails "
                            f"({result.error.value if result.error else 'invalid'}): {first}")
-        unreported = [name for name in self.ctx.archive.space.names if name not in result.features]
-        if unreported:  # every program would sit at 0 on that axis of the grid
-            where = ("search.features" if self.ctx.config.search.features
-                     else f"problem {self.ctx.problem.name!r}'s problem.yaml features")
-            raise RunError(f"{where}: the grid axis {unreported[0]!r} is not a feature the "
-                           "problem's scorer reports (the seed's: "
-                           f"{', '.join(sorted(result.features))}); name one of those")
+        unreported = unreported_axis(self.ctx.config, self.ctx.problem.name,
+                                     self.ctx.archive.space.names, result.features)
+        if unreported is not None:
+            raise RunError(unreported)
         self.stats.cost += result.metrics.get("llm_cost", 0.0)
         seed = self._record(code, "initial", "seed", result, island=0)
         self.ctx.store.add_programs([(seed, result)])

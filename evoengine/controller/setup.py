@@ -214,7 +214,7 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
         config = to_run_config(apply_overrides(stored, overrides))
         engine.echo = config.db.echo  # the stored setting, or the override given now
         parts = _Parts.build(config)
-        store.set_config(storable_config(config))
+        _check_grid_fits(config, store)
         if url is not None:
             run_dir = Path(config.runs_dir) / run.name
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -231,11 +231,41 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
                                  f"{ensemble.describe()}")
         context.prior_elapsed_s = run.elapsed_s
         context.prior_cost = run.cost
+        # stored last: a resume that fails leaves the run's config as it was
+        store.set_config(storable_config(config))
     except BaseException:
         lock.release()
         raise
     context.lock = lock
     return context
+
+
+def unreported_axis(config: RunConfig, problem_name: str, axes: list[str],
+                    features: dict[str, Any]) -> str | None:
+    """The one-line error for a grid axis the problem's scorer does not report (every
+    program would sit at 0 on it), or None when it reports them all."""
+    unreported = [name for name in axes if name not in features]
+    if not unreported:
+        return None
+    where = ("search.features" if config.search.features
+             else f"problem.features (problem {problem_name!r})")
+    return (f"{where}: the grid axis {unreported[0]!r} is not a feature the problem's "
+            f"scorer reports (the seed's: {', '.join(sorted(features))}); name one of those")
+
+
+def _check_grid_fits(config: RunConfig, store: ArchiveStore) -> None:
+    """A resume may regrid the stored programs (other bins or ranges, more islands) but
+    not drop islands that hold programs, nor use an axis their scores do not have."""
+    islands, features = store.grid_facts()
+    if config.search.num_islands < islands:
+        raise ConfigError(f"search.num_islands: the run has programs on {islands} islands; "
+                          f"a resume can add islands but not remove them (give "
+                          f"search.num_islands={islands} or more)")
+    if features is not None:
+        problem = unreported_axis(config, config.problem.name, feature_space(config).names,
+                                  features)
+        if problem is not None:
+            raise ConfigError(problem)
 
 
 def _as_url(run_dir: Path | str) -> str | None:

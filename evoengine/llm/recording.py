@@ -1,14 +1,14 @@
 """Record every model call, and replay a recorded run with no model (``llm.replay``).
 
 Recording. :class:`RecordingClient` wraps any :class:`~evoengine.llm.types.LLMClient`
-and writes each call to the run's ``llm_calls`` table as soon as it returns: the
-request (model, messages, temperature, max_tokens, seed), the sha256 of its canonical
-JSON, the reply text with its tokens, cost and latency, or the ``LLMError`` kind and
-message (with the kept start, tokens and cost of a reply that came back unusable:
-``LLMError.spent``, replayed with the error). Each call is its own transaction, not part of its step's: a run killed
-mid-step keeps the calls of that step, tagged with the step and the run's *session*
-(0 for ``evo run``, one more per ``evo resume``). The controller tags calls with their
-step through :func:`set_call_step`.
+and writes each call to the run's ``llm_calls`` table as soon as it returns: the request
+(model, messages, temperature, max_tokens, seed), the sha256 of its canonical JSON, the
+reply text with its tokens, cost and latency, or the ``LLMError`` kind and message (with
+the kept start, tokens and cost of a reply that came back unusable: ``LLMError.spent``,
+replayed with the error). Each call is its own transaction, not part of its step's: a
+run killed mid-step keeps the calls of that step, tagged with the step and the run's
+*session* (0 for ``evo run``, one more per ``evo resume``). The controller tags calls
+with their step through :func:`set_call_step`.
 
 Replay. :class:`ReplayClient` answers from a recorded run instead of a model: a
 request gets the recorded answer of the same request at the same step (the n-th
