@@ -67,6 +67,10 @@ BAD_RESUME_OVERRIDES = [
     ("search.max_evaluations", "takes KEY=VALUE overrides"),
     ("search.max_evaluations=abc", "search.max_evaluations: 'abc' is not a valid Integer"),
     ("search.extra=1", "search.extra: unknown config key"),
+    # these used to be taken and stored, describing another database or problem
+    ("db.url=sqlite:////tmp/other.db", "db.url: a resumed run stays in its database"),
+    ("problem.name=tsp", "problem.name: a resumed run keeps its problem"),
+    ("search.seed=1,2", "a resume takes one value per key"),
 ]
 
 

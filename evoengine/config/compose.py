@@ -224,6 +224,16 @@ def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
     return to_run_config(cfg), cfg
 
 
+# Keys that say which run this is: a resume that changed them would store a config
+# that no longer describes the archive (the run itself goes on where it is).
+_KEPT_ON_RESUME = {
+    "db.url": "a resumed run stays in its database; to give a server's password, resume "
+              "by the full URL: evo resume postgresql+psycopg://USER:PASSWORD@HOST/DB name=RUN",
+    "problem.name": "a resumed run keeps its problem (the archive holds that problem's "
+                    "programs); start a new run for another one",
+}
+
+
 def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
     """``overrides`` (KEY=VALUE, as `evo resume` takes them) onto a stored run's config.
 
@@ -240,6 +250,8 @@ def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
         if key in groups:
             raise ConfigError(f"{key}: a resumed run keeps its {key} config; change single "
                               f"values ({key}.KEY=VALUE), or start a new run: evo run {override}")
+        if key in _KEPT_ON_RESUME:
+            raise ConfigError(f"{key}: {_KEPT_ON_RESUME[key]}")
     patch = OmegaConf.create()
     for override, parsed in zip(overrides, parse_overrides(overrides), strict=True):
         if parsed.is_sweep_override():
