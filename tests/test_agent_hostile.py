@@ -13,7 +13,7 @@ from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits
 from evoengine.evaluation.sandbox.process import ProcessSandbox
-from evoengine.llm.reply_cap import ReplyCap
+from evoengine.llm.reply_guard import ReplyGuard
 from evoengine.llm.sandbox_proxy import SandboxLLMProxy
 from evoengine.llm.types import Completion
 from evoengine.paths import resource_dir
@@ -276,7 +276,7 @@ def test_an_over_long_reply_fails_but_its_tokens_count_against_the_session() -> 
     token cap and cost still see what the reply took."""
 
     async def scenario():
-        capped = ReplyCap(_EndlessModel(), max_chars=1000)
+        capped = ReplyGuard(_EndlessModel(), max_chars=1000)
         proxy, session = await _serving(capped, max_calls=10, max_tokens=1000,
                                         reply_tokens=900)
         conn = _send_request(proxy.socket_path, session.token)

@@ -23,6 +23,7 @@ from evoengine.config.llm_schema import LLMConfig
 from evoengine.config.schema import ProblemConfig
 from evoengine.llm.factory import make_mutator
 from evoengine.llm.recording import CallLog, RecordingClient, ReplayClient, set_call_step
+from evoengine.llm.reply_guard import ReplyGuard
 from evoengine.llm.scripted_server import ScriptedServer, error, malformed
 from evoengine.llm.types import Completion, LLMError
 from tests.conftest import archive_rows, evo_command, program_signature
@@ -306,3 +307,17 @@ def test_replay_with_the_offline_mutator_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LLMError, match="llm=gp asks no model"):
         make_mutator(LLMConfig(provider="gp", replay=str(tmp_path)),
                      ProblemConfig(name="p", entry="f"))
+
+
+def test_the_reply_guard_makes_replies_and_errors_storable(tmp_path: Path) -> None:
+    """A NUL or a lone surrogate from a server, in a reply or an error message, is
+    recorded (and replayed) as U+FFFD; a lone surrogate used to stop the run here."""
+    log = CallLog()
+    log.bind(_store(tmp_path))
+    guarded = RecordingClient(ReplyGuard(_FakeModel(
+        ["ok \x00 \ud800", LLMError("server", "HTTP 500: \ud800")]), None), log)
+    assert _ask(guarded, 0, "a") == "ok \ufffd \ufffd"
+    assert _ask(guarded, 1, "b") == "server: HTTP 500: \ufffd"
+    replay = ReplayClient(str(tmp_path), "fake")
+    assert [_ask(replay, 0, "a"), _ask(replay, 1, "b")] == [
+        "ok \ufffd \ufffd", "server: HTTP 500: \ufffd"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from evoengine.llm.scripted_server import ScriptedServer, drop, error, malformed, reply
@@ -68,6 +69,50 @@ def test_openai_run_records_every_outcome_and_keeps_going(run_evo, tmp_path: Pat
     assert archive_rows(db, "SELECT cost FROM runs")[0][0] > 0
     assert len(server.requests) >= 12
 
+
+# A rewrite whose candidate puts a NUL into its stderr and its own error message.
+NUL_CRASH = ("```python\n# EVOLVE-BLOCK-START\ndef priority(item, bins):\n    import sys\n"
+             "    sys.stderr.write('nul \\x00 in stderr\\n')\n"
+             "    raise ValueError('bad \\x00 value')\n# EVOLVE-BLOCK-END\n```")
+
+
+def unstorable_script() -> Callable[[dict], str]:
+    """Replies that JSON can carry and no store can hold as they are: diffs whose text
+    has a lone surrogate or a NUL, and the rewrite above."""
+    counter = itertools.count()
+
+    def script(request: dict) -> str:
+        n = next(counter)
+        if "<<<<<<< SEARCH" not in request["messages"][-1]["content"]:
+            return NUL_CRASH
+        odd = ["\ud800 lone", "nul \x00 here"][n % 2]
+        return (f"Here {odd}.\n<<<<<<< SEARCH\n    return -(bins - item)\n=======\n"
+                f"    return -(bins - item) * {n + 2}  # {odd}\n>>>>>>> REPLACE\n")
+
+    return script
+
+
+def run_with_unstorable_replies(run_evo, *db: str) -> None:
+    """A run on replies and candidate output with NUL and lone surrogates ends well
+    (a lone surrogate took it down on any database, a NUL on PostgreSQL)."""
+    with ScriptedServer(unstorable_script()) as server:
+        result = run_evo("run", *BASE, f"llm.base_url={server.base_url}", "name=odd",
+                         "search.max_evaluations=8", *db, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_replies_and_output_no_store_can_hold_are_stored_with_replacements(
+        run_evo, tmp_path: Path) -> None:
+    run_with_unstorable_replies(run_evo)
+    db = tmp_path / "runs" / "odd" / "archive.db"
+    codes = [code for (code,) in archive_rows(db, "SELECT code FROM programs")]
+    assert any("# \ufffd lone" in code for code in codes)
+    assert any("# nul \ufffd here" in code for code in codes)
+    feedback = [text for (text,) in archive_rows(db, "SELECT feedback FROM programs "
+                                                     "WHERE error = 'crash'")]
+    assert feedback and all("bad \ufffd value" in text and "\x00" not in text
+                            for text in feedback)
 
 def test_bad_key_stops_at_once_with_one_clear_line(run_evo) -> None:
     with ScriptedServer([error(401)] * 5) as server:

@@ -20,6 +20,7 @@ from evoengine.archive.records import ProgramRecord
 from evoengine.archive.schema_migrate import head_revision
 from evoengine.archive.store import ArchiveStore, StepRecord, StoreError, make_engine
 from evoengine.evaluation.result import EvaluationResult
+from tests.test_llm_run import run_with_unstorable_replies
 
 pytestmark = pytest.mark.postgres
 
@@ -224,3 +225,14 @@ def test_a_run_on_postgresql_is_locked_across_connections(postgres_url: str) -> 
     RunLock.acquire(second_engine, store.run_id, "locked").release()
     first_engine.dispose()
     second_engine.dispose()
+
+
+def test_a_nul_from_a_candidate_or_a_model_does_not_stop_a_run_on_postgresql(
+        run_evo, postgres_url: str) -> None:
+    run_with_unstorable_replies(run_evo, "db=postgres", f"db.url={postgres_url}")
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        feedback = conn.execute(select(Program.feedback).where(
+            Program.error == "crash")).scalars().all()
+    engine.dispose()
+    assert feedback and all("bad \ufffd value" in text for text in feedback)

@@ -24,6 +24,7 @@ import pytest
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.factory import model_client
+from evoengine.llm.reply_guard import ReplyGuard
 from evoengine.llm.types import LLMError
 from evoengine.llm.vllm_client import MISSING_VLLM, VLLMClient, lora_rank_for
 
@@ -426,7 +427,7 @@ def test_model_client_builds_the_vllm_client_from_the_vllm_package(
     config = LLMConfig(provider="vllm", model=str(tmp_path), lora_adapters={"run1": adapter},
                        lora_adapter="run1")
     client = model_client(config)
-    assert isinstance(client, VLLMClient)
+    assert isinstance(client, ReplyGuard) and isinstance(client.inner, VLLMClient)
 
     async def go() -> Any:
         try:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from evoengine.archive.storable import StorableText
 
 
 def utcnow() -> datetime:
@@ -52,7 +54,7 @@ class Program(Base):
     second_parent_id: Mapped[int | None] = mapped_column(ForeignKey("programs.id"))
     operator: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
-    code: Mapped[str] = mapped_column(Text)
+    code: Mapped[str] = mapped_column(StorableText)
     code_hash: Mapped[str] = mapped_column(String(64))
     valid: Mapped[bool] = mapped_column(Boolean)
     score: Mapped[float | None] = mapped_column(Float)
@@ -61,7 +63,7 @@ class Program(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     cell: Mapped[str | None] = mapped_column(String(64))  # "i,j" grid coordinates
-    feedback: Mapped[str] = mapped_column(Text, default="")
+    feedback: Mapped[str] = mapped_column(StorableText, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (
@@ -82,7 +84,7 @@ class Evaluation(Base):
     error: Mapped[str | None] = mapped_column(String(32))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    feedback: Mapped[str] = mapped_column(Text, default="")
+    feedback: Mapped[str] = mapped_column(StorableText, default="")
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     cpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     stage: Mapped[int] = mapped_column(Integer, default=0)
@@ -101,9 +103,9 @@ class MutationCall(Base):
     operator: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
     adapter: Mapped[str | None] = mapped_column(String(200))  # LoRA adapter name, if any
-    edit: Mapped[str] = mapped_column(Text, default="")
-    prompt: Mapped[str] = mapped_column(Text, default="")
-    response: Mapped[str] = mapped_column(Text, default="")
+    edit: Mapped[str] = mapped_column(StorableText, default="")
+    prompt: Mapped[str] = mapped_column(StorableText, default="")
+    response: Mapped[str] = mapped_column(StorableText, default="")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
@@ -131,13 +133,13 @@ class LLMCall(Base):
     model: Mapped[str] = mapped_column(String(200))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     request_hash: Mapped[str] = mapped_column(String(64))
-    response: Mapped[str] = mapped_column(Text, default="")
+    response: Mapped[str] = mapped_column(StorableText, default="")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     latency_s: Mapped[float] = mapped_column(Float, default=0.0)
     error_kind: Mapped[str | None] = mapped_column(String(32))  # an LLMError's kind
-    error_message: Mapped[str] = mapped_column(Text, default="")
+    error_message: Mapped[str] = mapped_column(StorableText, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_llm_calls_run_hash", "run_id", "request_hash"),)

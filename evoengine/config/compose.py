@@ -293,8 +293,6 @@ def _parse_failure(text: str) -> str:
     return lines[0] if lines else "not KEY=VALUE"
 
 
-
-
 def _hydra_message(exc: BaseException) -> str:
     """Turn Hydra/OmegaConf's multi-line errors into one line that names the key."""
     messages = []

@@ -10,7 +10,7 @@ from evoengine.config.llm_schema import LLMConfig
 from evoengine.config.schema import ProblemConfig
 from evoengine.llm.ensemble import build_ensemble, member_configs
 from evoengine.llm.recording import CallLog, RecordingClient, ReplayClient, replay_label
-from evoengine.llm.reply_cap import ReplyCap
+from evoengine.llm.reply_guard import ReplyGuard
 from evoengine.llm.types import LLMClient, LLMError
 from evoengine.mutation.gp_mutator import GPMutator
 from evoengine.mutation.types import Mutator
@@ -26,8 +26,8 @@ def model_configured(config: LLMConfig) -> bool:
 def model_client(config: LLMConfig, call_log: CallLog | None = None) -> LLMClient:
     """The client for ``config.model``: the recorded answers when ``llm.replay`` is set
     (no model is called), else litellm (``llm=litellm``), an in-process vLLM engine
-    (``llm=vllm``) or the OpenAI-compatible server, refusing replies over
-    ``llm.max_reply_chars``; with ``call_log``, every call is recorded in the run's
+    (``llm=vllm``) or the OpenAI-compatible server, behind the reply guard (storable
+    text, ``llm.max_reply_chars``); with ``call_log``, every call is recorded in the run's
     ``llm_calls``."""
     if config.replay:
         client: LLMClient = ReplayClient(config.replay, config.model)
@@ -43,8 +43,8 @@ def model_client(config: LLMConfig, call_log: CallLog | None = None) -> LLMClien
         from evoengine.llm.openai_client import OpenAIClient
 
         client = OpenAIClient(config)
-    if config.max_reply_chars is not None and not config.replay:
-        client = ReplyCap(client, config.max_reply_chars)
+    if not config.replay:  # a recording holds only what passed the guard
+        client = ReplyGuard(client, config.max_reply_chars)
     return client if call_log is None else RecordingClient(client, call_log)
 
 
