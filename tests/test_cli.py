@@ -45,6 +45,21 @@ def test_eval_reports_a_broken_program(run_evo, tmp_path: Path) -> None:
     assert "(broken.py, line 2)" in result.stdout and "initial.py" not in result.stdout
 
 
+def test_eval_shows_a_candidates_control_characters_as_escapes(run_evo, tmp_path: Path
+                                                                ) -> None:
+    """What a candidate prints reached the terminal raw: it could clear the screen or
+    retitle the window of whoever ran `evo eval`."""
+    program = tmp_path / "esc.py"
+    program.write_text("import sys\n\ndef priority(item, bins):\n"
+                       "    sys.stderr.write('\\x1b]0;title\\x07\\x1b[2J\\n')\n"
+                       "    raise ValueError('\\x1b[31mred\\x1b[0m')\n")
+    result = run_evo("eval", "problem=bin_packing_quick", f"program={program}",
+                     "sandbox=process")
+    assert result.returncode == 1
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "ValueError: \\x1b[31mred\\x1b[0m" in result.stdout
+    assert "\\x1b]0;title\\x07\\x1b[2J" in result.stdout
+
 def test_eval_bad_arguments_are_one_line(run_evo, tmp_path: Path) -> None:
     missing = run_evo("eval", "problem=bin_packing", "program=nope.py")
     assert missing.returncode == 2 and "program: nope.py is not a file" in missing.stderr
@@ -72,6 +87,11 @@ def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
     assert "-3.2500" in text and "timeout 4" in text and "gp:grow" in text
     assert "eval/s" in text
     assert "cost $0.0123" in text and "tokens 45,000 in / 6,000 out" in text
+    # names are shown as given: brackets in them used to be read as Rich markup
+    stats.mutator, stats.run_name = "m[/x]", "run[bold]"
+    console.print(render(stats))
+    text = console.export_text()
+    assert "mutator m[/x]" in text and "run[bold]" in text
 
 
 def test_plain_line_counts_the_steps_not_evaluated_and_names_the_commonest(capsys) -> None:

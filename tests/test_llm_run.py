@@ -131,6 +131,18 @@ def test_unknown_model_is_named(run_evo) -> None:
     assert "unknown model 'no-such-model'" in result.stdout
 
 
+def test_a_servers_error_text_is_shown_as_it_is(run_evo) -> None:
+    """The end-of-run line quotes the server's message: a closing tag in it ended the
+    run in Rich's MarkupError, and its escape sequences reached the terminal."""
+    message = "The model `m[/x]` does not exist \x1b]0;title\x07"
+    with ScriptedServer([error(404, message=message)] * 5) as server:
+        result = run_evo("run", *BASE, f"llm.base_url={server.base_url}", "name=says",
+                         "search.max_evaluations=5", timeout=300)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("run "))
+    assert "does not exist \\x1b]0;title\\x07" in line and "`m[/x]`" in line
+
+
 def test_cost_budget_with_a_priced_model(run_evo, tmp_path: Path) -> None:
     counter = itertools.count(2)
     with ScriptedServer(lambda request: reply(_diff(next(counter)), prompt_tokens=400_000,

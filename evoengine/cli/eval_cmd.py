@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from evoengine.cli.terminal import shown
 from evoengine.config.compose import ConfigError, load_run_config
 from evoengine.controller.setup import limits_for
 from evoengine.controller.summary import UNTRUSTED_SCORE_NOTE
@@ -96,7 +97,7 @@ def eval_command(overrides: list[str]) -> int:
         # say); the user knows it by the file they gave.
         feedback = re.sub(rf"(?<![\w.]){re.escape(config.problem.evolve_file)}\b",
                           path.name, result.feedback)
-        lines = feedback.rstrip().splitlines()
+        lines = shown(feedback).rstrip().splitlines()  # the candidate wrote it
         print("feedback " + lines[0])
         for line in lines[1:]:
             print("         " + line)

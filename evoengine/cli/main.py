@@ -11,6 +11,7 @@ from types import ModuleType
 
 from evoengine.archive.store import StoreError
 from evoengine.cli.sandbox_cmd import add_sandbox_parser, sandbox_command
+from evoengine.cli.terminal import shown
 from evoengine.config.compose import ConfigError
 from evoengine.controller.loop import RunError
 from evoengine.errors import UserError
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return problems_command()
     except USER_ERRORS as exc:
-        print(f"evo: error: {exc}", file=sys.stderr)
+        print(f"evo: error: {shown(str(exc))}", file=sys.stderr)  # it may quote a server
         return 2
     except BrokenPipeError:  # `evo problems | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

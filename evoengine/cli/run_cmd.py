@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
+from evoengine.cli.terminal import markup_free, shown
 from evoengine.config.compose import discover_problems, load_run_config
 from evoengine.controller.dashboard import Dashboard
 from evoengine.controller.loop import STOPPED_BY_USER, Controller
@@ -45,13 +46,14 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
     console = Console(soft_wrap=True)
     config = ctx.config
     verb = "resuming" if resumed else "starting"
-    console.print(f"{verb} run [bold]{config.name}[/] in {ctx.run_dir}")
+    console.print(f"{verb} run [bold]{markup_free(config.name or '')}[/] in "
+                  f"{markup_free(str(ctx.run_dir))}")
     stats = RunStats(run_name=config.name or "", problem=config.problem.name,
                      mutator=ctx.mutator.name, sandbox=ctx.backend.name,
                      max_evaluations=config.search.max_evaluations)
     controller = Controller(ctx, stats)  # may add notes (rl.enabled)
     for note in ctx.notes:
-        console.print(note)
+        console.print(shown(note), markup=False)
     if not config.problem.trusted_score:
         console.print(f"[yellow]{UNTRUSTED_SCORE_NOTE}[/]")
         stats.message = UNTRUSTED_SCORE_NOTE
@@ -70,7 +72,8 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
     finally:
         ctx.store.set_status(status, controller.elapsed_s, stats.cost)
     try:
-        console.print(f"run {status}: {controller.stop_reason or 'done'}")
+        # the reason may quote a model server's error message
+        console.print(f"run {status}: {shown(controller.stop_reason or 'done')}", markup=False)
         _summarise(ctx, console, validated)
     finally:
         if ctx.lock is not None:
@@ -130,10 +133,10 @@ def _summarise(ctx: RunContext, console: Console, validated: list[ValidatedProgr
     if validation is not None:
         gap = best.score - validation if best.score is not None else float("nan")
         console.print(f"  validation score {validation:.6g}  (train - validation = {gap:.4g})")
-    console.print(f"  code             {best_path}")
+    console.print(f"  code             {best_path}", markup=False)
     shown_url = make_url(ctx.db_url).render_as_string(hide_password=True)
     console.print(f"  archive          {shown_url} ({ctx.archive.programs} programs, "
-                  f"{ctx.archive.evaluations} evaluations)")
+                  f"{ctx.archive.evaluations} evaluations)", markup=False)
     for line in summary_lines(validated, "validation" in ctx.problem.splits,
                               ctx.config.problem.trusted_score):
         console.print(line, markup=False)

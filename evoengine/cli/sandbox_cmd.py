@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from evoengine.cli.terminal import shown
 from evoengine.config.schema import SandboxConfig
 from evoengine.errors import first_line
 from evoengine.evaluation.sandbox.image_build import DEFAULT_MIRROR
@@ -51,8 +52,8 @@ def build_command(offline: bool, tag: str, mirror: str, rebuild_base: bool) -> i
     try:
         build_image(offline=offline, tag=tag, mirror=mirror, rebuild=rebuild_base,
                     log=lambda line: print(line, flush=True))
-    except ImageBuildError as exc:
-        print(f"evo: error: {exc}", file=sys.stderr)
+    except ImageBuildError as exc:  # it may quote a build tool's output
+        print(f"evo: error: {shown(str(exc))}", file=sys.stderr)
         return 2
     print(f"built {tag} in {time.monotonic() - started:.0f} s; `sandbox=auto` now uses it "
           "(or name it: sandbox=docker)")

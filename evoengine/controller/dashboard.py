@@ -11,6 +11,7 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -27,8 +28,9 @@ def render(stats: RunStats) -> Panel:
     """
     done = min(stats.evaluations, stats.max_evaluations)
     header = Table.grid(padding=(0, 2))
-    header.add_row(f"[bold]{stats.run_name}[/]", f"problem [cyan]{stats.problem}[/]",
-                   f"mutator {stats.mutator}", f"sandbox {stats.sandbox}")
+    header.add_row(f"[bold]{escape(stats.run_name)}[/]",  # names as given: no markup
+                   f"problem [cyan]{escape(stats.problem)}[/]",
+                   f"mutator {escape(stats.mutator)}", f"sandbox {escape(stats.sandbox)}")
     progress = Table.grid(padding=(0, 2))
     progress.add_row(ProgressBar(total=stats.max_evaluations, completed=done, width=40),
                      f"{done}/{stats.max_evaluations} evaluations",
@@ -46,13 +48,13 @@ def render(stats: RunStats) -> Panel:
     for column in ("id", "score", "island", "operator"):
         top.add_column(column)
     for program_id, score, island, operator in list(stats.top):
-        top.add_row(str(program_id), f"{score:.4f}", str(island), operator)
+        top.add_row(str(program_id), f"{score:.4f}", str(island), escape(operator))
     parts = [header, progress, summary, top]
     models = list(stats.models)
     if models:
-        parts.append(f"models: {describe_arms(models)}")
+        parts.append(escape(f"models: {describe_arms(models)}"))
     if stats.message:
-        parts.append(stats.message)
+        parts.append(escape(stats.message))
     return Panel(Group(*parts), title="evoengine", border_style="blue")
 
 

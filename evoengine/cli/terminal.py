@@ -1,0 +1,28 @@
+"""Text from outside the engine on the user's terminal.
+
+A candidate's output, a model server's error message and anything quoting them can
+hold control characters: an escape sequence that clears the screen, moves the cursor
+over earlier lines or retitles the window. :func:`shown` writes them as visible
+escapes instead, and :func:`markup_free` keeps Rich from reading square brackets in
+them as style tags (``[/x]`` raised ``MarkupError`` and ended the command).
+"""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls but newline and tab, DEL, and the C1 controls (an 8-bit CSI among them)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """``text`` with every control character but newline and tab as a ``\\xNN``
+    escape."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def markup_free(text: str) -> str:
+    """:func:`shown` ``text``, escaped for a Rich string that has markup of its own."""
+    from rich.markup import escape  # not at import: `evo` imports this module at start
+
+    return escape(shown(text))
