@@ -16,8 +16,9 @@ import pytest
 from rich.console import Console
 from textual.widgets import DataTable, Static
 
+from evoengine.tui import render
 from evoengine.tui.app import BrowseApp
-from evoengine.tui.queries import ArchiveReader
+from evoengine.tui.queries import ArchiveReader, EvaluationRow, ProgramDetail
 from evoengine.tui.screens.help import HelpScreen
 from evoengine.tui.screens.program import ProgramScreen
 from evoengine.tui.screens.run import RunScreen
@@ -243,3 +244,20 @@ def test_browse_bad_targets_are_one_line_errors(tmp_path: Path) -> None:
     # nothing was created or changed by looking
     assert archive_rows(empty, "SELECT name FROM sqlite_master") == [("t",)]
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_candidates_escape_sequences_are_shown_not_sent_to_the_terminal() -> None:
+    """Feedback and code pass through Rich's Text untouched: an ESC a candidate printed
+    reached the terminal while `evo browse` drew its panes."""
+    hostile = "\x1b]0;title\x07\x1b[2J"
+    program = ProgramDetail(id=1, island=0, cell=None, generation=1, operator="llm:full",
+                            model="m", valid=False, score=None, validation_score=None,
+                            error="crash", parent_id=None, code=f"x = '{hostile}'\n",
+                            evaluations=[EvaluationRow("train", False, None, "crash", {},
+                                                       f"ValueError: {hostile}", 0.1, 0.1, 0)])
+    console = Console(force_terminal=True, color_system=None, width=120, record=True)
+    console.print(render.feedback_view(program))
+    console.print(render.code_view(program.code))
+    text = console.export_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.count("\\x1b]0;title\\x07\\x1b[2J") == 2

@@ -12,7 +12,6 @@ import json
 import re
 from pathlib import Path
 
-from evoengine.cli.terminal import shown
 from evoengine.config.compose import ConfigError, load_run_config
 from evoengine.controller.setup import limits_for
 from evoengine.controller.summary import UNTRUSTED_SCORE_NOTE
@@ -22,6 +21,7 @@ from evoengine.evaluation.result import EvaluationResult
 from evoengine.evaluation.sandbox.factory import make_backend
 from evoengine.llm.factory import model_configured
 from evoengine.llm.sandbox_proxy import proxy_for
+from evoengine.terminal import shown
 
 
 def _pop(overrides: list[str], key: str) -> tuple[str | None, list[str]]:

@@ -11,7 +11,6 @@ from types import ModuleType
 
 from evoengine.archive.store import StoreError
 from evoengine.cli.sandbox_cmd import add_sandbox_parser, sandbox_command
-from evoengine.cli.terminal import shown
 from evoengine.config.compose import ConfigError
 from evoengine.controller.loop import RunError
 from evoengine.errors import UserError
@@ -19,6 +18,7 @@ from evoengine.evaluation.problem import ProblemError
 from evoengine.llm.types import LLMError
 from evoengine.mutation.evolve_block import EvolveBlockError
 from evoengine.mutation.prompts import PromptError
+from evoengine.terminal import shown
 
 USER_ERRORS = (UserError, ConfigError, StoreError, ProblemError, RunError, EvolveBlockError,
                PromptError, LLMError)

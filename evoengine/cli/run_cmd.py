@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from evoengine.cli.terminal import markup_free, shown
 from evoengine.config.compose import discover_problems, load_run_config
 from evoengine.controller.dashboard import Dashboard
 from evoengine.controller.loop import STOPPED_BY_USER, Controller
@@ -23,6 +22,7 @@ from evoengine.controller.summary import (
     summary_lines,
     validate_best,
 )
+from evoengine.terminal import markup_free, shown
 
 BEST_PROGRAM_FILE = "best_program.py"
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 import time
 
-from evoengine.cli.terminal import shown
 from evoengine.config.schema import SandboxConfig
 from evoengine.errors import first_line
 from evoengine.evaluation.sandbox.image_build import DEFAULT_MIRROR
+from evoengine.terminal import shown
 
 DEFAULT_TAG = SandboxConfig().image
 

@@ -20,6 +20,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from evoengine.terminal import shown
 from evoengine.tui.queries import Elite, ProgramDetail
 
 #: heatmap colour ramp, worst to best (a perceptually ordered blue -> green -> yellow)
@@ -163,7 +164,7 @@ def chart(values: Sequence[float | None], total: int, height: int = 12,
 
 
 def code_view(code: str) -> Syntax:
-    return Syntax(code, "python", line_numbers=True, word_wrap=False, theme="monokai")
+    return Syntax(shown(code), "python", line_numbers=True, word_wrap=False, theme="monokai")
 
 
 def diff_view(program: ProgramDetail, parent: ProgramDetail | None) -> RenderableType:
@@ -175,7 +176,7 @@ def diff_view(program: ProgramDetail, parent: ProgramDetail | None) -> Renderabl
                                       n=3, lineterm=""))
     if not lines:
         return Text(f"same code as parent #{parent.id} (a copy)", style="dim")
-    return Syntax("\n".join(lines), "diff", theme="monokai", word_wrap=True)
+    return Syntax(shown("\n".join(lines)), "diff", theme="monokai", word_wrap=True)
 
 
 def _number(value: Any) -> float | None:
@@ -224,9 +225,9 @@ def feedback_view(program: ProgramDetail) -> RenderableType:
                       f"stage {evaluation.stage}", style="dim")
         parts.append(header)
         if evaluation.feedback:
-            parts.append(Text(evaluation.feedback))
+            parts.append(Text(shown(evaluation.feedback)))  # the candidate wrote it
     if not program.evaluations:
         parts.append(Text("not evaluated (a stored copy of another program)", style="dim"))
         if program.feedback:
-            parts.append(Text(program.feedback))
+            parts.append(Text(shown(program.feedback)))
     return Group(*parts)

@@ -1,4 +1,4 @@
-"""Text from outside the engine on the user's terminal.
+"""Text from outside the engine on the user's terminal (the CLI's lines, the TUI's panes).
 
 A candidate's output, a model server's error message and anything quoting them can
 hold control characters: an escape sequence that clears the screen, moves the cursor
