@@ -3,7 +3,9 @@ the file, the exception and its line, never a traceback or a silent exit."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +80,32 @@ def test_a_resumed_run_whose_problem_folder_moved_says_so(run_evo, tmp_path: Pat
     moved = run_evo("resume", "runs/m", "search.max_evaluations=5",
                     f"problem.path={tmp_path / 'elsewhere'}")
     assert moved.returncode == 0, moved.stderr
+
+
+def test_numpy_numbers_and_nan_in_metrics_and_features_are_stored(run_evo, tmp_path: Path
+                                                                  ) -> None:
+    """A scorer's metrics as numpy computes them (an int64 stopped the run with a
+    traceback when stored) and NaN (PostgreSQL's JSON refuses it) are stored as floats
+    and nulls; a metric of another type is the scorer's bug, named in one line."""
+    assert run_evo("new-problem", "npmetrics").returncode == 0
+    score = tmp_path / "problems" / "npmetrics" / "score.py"
+    text = score.read_text()
+    assert 'metrics={"mse": mse},' in text
+    score.write_text(text.replace('metrics={"mse": mse},', 'metrics={"mse": mse, '
+                                  '"n": __import__("numpy").int64(len(errors)), '
+                                  '"undefined": float("nan")},'))
+    run = run_evo("run", "problem=npmetrics", "sandbox=process", "ui=plain",
+                  "search.max_evaluations=3", "name=np")
+    assert run.returncode == 0, run.stderr
+    db = tmp_path / "runs" / "np" / "archive.db"
+    with sqlite3.connect(db) as conn:
+        metrics = json.loads(conn.execute("SELECT metrics FROM programs "
+                                          "WHERE id = 1").fetchone()[0])
+    assert metrics["n"] == 20.0 and metrics["undefined"] is None
+    score.write_text(text.replace('metrics={"mse": mse},', 'metrics={"mse": [mse]},'))
+    broken = run_evo("run", "problem=npmetrics", "sandbox=process", "ui=plain",
+                     "search.max_evaluations=3", "name=broken")
+    assert broken.returncode == 2
+    assert broken.stderr.strip().endswith(
+        "invalid output: the scorer rejected it (TypeError: score() gave metrics['mse'] as "
+        "list; give a number)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import numbers
 import time
 from typing import Any
 
@@ -110,7 +111,7 @@ class Evaluator:
         try:
             scored = await asyncio.to_thread(self.problem.scorer.score, output,
                                              self.jobs.instances(split, count))
-            _check_score(scored)
+            metrics, scored_features = _checked(scored)
         except InvalidOutput as exc:
             return EvaluationResult.failure(ErrorKind.INVALID_OUTPUT, f"invalid output: {exc}",
                                             raw.wall_s, raw.cpu_s)
@@ -119,11 +120,11 @@ class Evaluator:
                 ErrorKind.INVALID_OUTPUT,
                 f"invalid output: the scorer rejected it ({type(exc).__name__}: {exc})",
                 raw.wall_s, raw.cpu_s)
-        features = {CODE_LENGTH: float(len(code)), **scored.features}
+        features = {CODE_LENGTH: float(len(code)), **scored_features}
         feedback = scored.feedback
         if raw.stderr_tail:
             feedback += "\n--- output tail ---\n" + raw.stderr_tail
-        return EvaluationResult(valid=True, score=float(scored.score), metrics=scored.metrics,
+        return EvaluationResult(valid=True, score=float(scored.score), metrics=metrics,
                                 features=features, feedback=feedback, wall_s=raw.wall_s,
                                 cpu_s=cpu_s + (time.process_time() - started))
 
@@ -145,8 +146,33 @@ def bounded_feedback(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
             f"{text[-half:]}")
 
 
-def _check_score(scored: object) -> None:
+def _checked(scored: object) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """The metrics and features of a ScoreResult as the archive stores them (JSON on
+    any database): numbers as floats, numpy's included (an ``int64`` used to stop the
+    run when stored), NaN and infinities as None (PostgreSQL's JSON takes neither);
+    text stays text in metrics. TypeError for anything else (a scorer's bug)."""
     if not isinstance(scored, ScoreResult):
         raise TypeError("score() must return a ScoreResult")
     if not isinstance(scored.score, (int, float)) or not math.isfinite(scored.score):
         raise InvalidOutput(f"score {scored.score!r} is not a finite number")
+    return (_plain(scored.metrics, "metrics", text=True),
+            _plain(scored.features, "features", text=False))
+
+
+def _plain(values: object, what: str, text: bool) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise TypeError(f"score() gave {what} as {type(values).__name__}; give a dict of "
+                        "names to numbers")
+    plain: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise TypeError(f"score() gave a {what} name {key!r}; names must be strings")
+        if isinstance(value, numbers.Real):
+            number = float(value)
+            plain[key] = number if math.isfinite(number) else None
+        elif text and isinstance(value, str):
+            plain[key] = value
+        else:
+            raise TypeError(f"score() gave {what}[{key!r}] as {type(value).__name__}; "
+                            "give a number")
+    return plain
