@@ -109,3 +109,8 @@ def test_numpy_numbers_and_nan_in_metrics_and_features_are_stored(run_evo, tmp_p
     assert broken.stderr.strip().endswith(
         "invalid output: the scorer rejected it (TypeError: score() gave metrics['mse'] as "
         "list; give a number)")
+    score.write_text(text.replace("feedback=f", "feedback=None and f"))  # a traceback too
+    no_text = run_evo("run", "problem=npmetrics", "sandbox=process", "ui=plain",
+                      "search.max_evaluations=3", "name=no_text")
+    assert no_text.returncode == 2 and no_text.stderr.strip().endswith(
+        "(TypeError: score() gave feedback as NoneType; give a string)")

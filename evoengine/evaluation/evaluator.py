@@ -155,6 +155,9 @@ def _checked(scored: object) -> tuple[dict[str, Any], dict[str, float | None]]:
         raise TypeError("score() must return a ScoreResult")
     if not isinstance(scored.score, (int, float)) or not math.isfinite(scored.score):
         raise InvalidOutput(f"score {scored.score!r} is not a finite number")
+    if not isinstance(scored.feedback, str):
+        raise TypeError(f"score() gave feedback as {type(scored.feedback).__name__}; give "
+                        "a string")
     return (_plain(scored.metrics, "metrics", text=True),
             _plain(scored.features, "features", text=False))
 
