@@ -183,6 +183,13 @@ def test_bad_input_is_one_line(run_dir: Path, tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=120)
     assert late_key.returncode == 2
     assert "rl.dpo_score_percentile: must be within [0, 100]" in late_key.stderr
+    # read with Hydra's grammar, as `evo run` reads overrides (YAML's reader raised)
+    for override, says in (("rl.dpo_score_percentile=x: y: z", "could not be converted"),
+                           ("rl.dpo_score_percentile=1,2", "one value per key")):
+        odd = subprocess.run(evo_command("export", str(run_dir), override, "--format", "dpo"),
+                             capture_output=True, text=True, timeout=120)
+        assert odd.returncode == 2 and says in odd.stderr, odd.stderr
+        assert "\n" not in odd.stderr.strip()
     (tmp_path / "a_file").write_text("")
     for command in (("export", str(run_dir), "--format", "sft"), ("report", str(run_dir))):
         unwritable = subprocess.run(evo_command(*command, "--out", str(tmp_path / "a_file" / "x")),
