@@ -17,6 +17,7 @@ import numbers
 import time
 from typing import Any
 
+from evoengine.archive.storable import storable_text
 from evoengine.evaluation.cascade import Stage, passes, plan_stages
 from evoengine.evaluation.grading import EvaluationJobs, output_module
 from evoengine.evaluation.problem import Problem
@@ -55,7 +56,8 @@ class Evaluator:
                 self.proxy.close_session(session)
         if session is not None:
             result.metrics = {**result.metrics, **session.metrics()}
-        result.feedback = bounded_feedback(result.feedback)
+        # as the archive will store it, so a resumed run's prompts see the same text
+        result.feedback = storable_text(bounded_feedback(result.feedback))
         return result
 
     async def _run_stages(self, code: str, split: str, stages: list[Stage], total: int,
