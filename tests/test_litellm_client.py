@@ -43,6 +43,15 @@ def test_reply_tokens_and_configured_price() -> None:
     assert request["temperature"] == 0.5 and request["max_tokens"] == 64
 
 
+def test_a_negative_token_count_counts_zero() -> None:
+    """litellm passes a negative count through; with a price it took cost off the
+    run's budget."""
+    odd = reply("hi", usage={"prompt_tokens": -1000, "completion_tokens": -500})
+    with ScriptedServer([odd]) as s:
+        completion = _complete(_client(s, price_input_per_mtok=2.0, price_output_per_mtok=4.0))
+    assert (completion.prompt_tokens, completion.completion_tokens, completion.cost) == (0, 0, 0)
+
+
 def test_price_from_litellms_model_table() -> None:
     with ScriptedServer([reply("x", prompt_tokens=1_000_000, completion_tokens=0)]) as s:
         completion = _complete(_client(s, model="openai/gpt-4o-mini"))

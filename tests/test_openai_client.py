@@ -133,6 +133,16 @@ def test_no_usage_means_zero_tokens_and_no_prices_means_zero_cost() -> None:
         assert call(make_config(server)).cost == 0.0
 
 
+@pytest.mark.parametrize("count", ["many", 1e400, -500, None, [1]])
+def test_an_odd_token_count_counts_zero(count: object) -> None:
+    """Infinity (JSON's 1e999) raised OverflowError out of the client; a negative count
+    would take cost off the run's budget."""
+    odd = reply("x", usage={"prompt_tokens": count, "completion_tokens": count})
+    with ScriptedServer([odd]) as server:
+        completion = call(make_config(server, price_input_per_mtok=3.0))
+    assert (completion.prompt_tokens, completion.completion_tokens, completion.cost) == (0, 0, 0)
+
+
 # -- transient failures, retried --------------------------------------------------------
 
 

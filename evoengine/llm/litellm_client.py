@@ -23,7 +23,7 @@ from typing import Any
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.retry import Failure, call_with_retries, one_line
-from evoengine.llm.types import Completion, LLMError
+from evoengine.llm.types import Completion, LLMError, token_count
 
 # status-less exception classes of litellm, by the kind the engine gives them
 _KINDS = (
@@ -145,8 +145,8 @@ class LiteLLMClient:
             raise Failure("malformed", f"reply for {self.model} has no message content",
                           retry=True)
         usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt_tokens = token_count(getattr(usage, "prompt_tokens", 0))
+        completion_tokens = token_count(getattr(usage, "completion_tokens", 0))
         return content, prompt_tokens, completion_tokens
 
     def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float:

@@ -59,7 +59,7 @@ from typing import Any
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
 from evoengine.llm.retry import one_line as _one_line
-from evoengine.llm.types import Completion, LLMError
+from evoengine.llm.types import Completion, LLMError, token_count
 
 log = logging.getLogger(__name__)
 
@@ -271,12 +271,7 @@ class OpenAIClient:
 
     @staticmethod
     def _tokens(usage: Any, name: str) -> int:
-        if usage is None:
-            return 0
-        try:
-            return max(0, int(_field(usage, name) or 0))
-        except (TypeError, ValueError):
-            return 0
+        return 0 if usage is None else token_count(_field(usage, name))
 
     def _status_failure(self, exc: Any) -> Failure:
         status = int(exc.status_code)

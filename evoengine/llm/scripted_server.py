@@ -35,7 +35,8 @@ step                                       what the server does
                                            ``text``; optional ``"prompt_tokens"``,
                                            ``"completion_tokens"`` (default: word counts
                                            of the request messages and of ``text``),
-                                           ``"usage": False`` (omit the usage object),
+                                           ``"usage": False`` (omit the usage object)
+                                           or a dict (sent as the usage object as is),
                                            ``"finish_reason"`` (default ``"stop"``)
 ``{"reply": text, "delay": s}``             a slow reply: waits ``s`` seconds first
 ``{"status": 429, "retry_after": s}``       an HTTP error in OpenAI's error JSON shape
@@ -198,7 +199,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "finish_reason": step.get("finish_reason", "stop"),
             }],
         }
-        if step.get("usage", True):
+        usage = step.get("usage", True)
+        if isinstance(usage, dict):  # sent as given, however odd
+            payload["usage"] = usage
+        elif usage:
             payload["usage"] = {"prompt_tokens": int(prompt_tokens),
                                 "completion_tokens": int(completion_tokens),
                                 "total_tokens": int(prompt_tokens) + int(completion_tokens)}

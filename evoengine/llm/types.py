@@ -45,3 +45,12 @@ class LLMClient(Protocol):
                        max_tokens: int, seed: int | None = None) -> Completion: ...
 
     async def close(self) -> None: ...
+
+
+def token_count(value: object) -> int:
+    """A token count as a server reports it: a whole number >= 0, or 0 for anything
+    else (text, null, infinity, a negative count, which would lower the run's cost)."""
+    try:
+        return max(0, int(value or 0))  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
