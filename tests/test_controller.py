@@ -290,6 +290,12 @@ def test_a_resume_can_regrid_but_not_drop_islands_or_axes(run_evo, tmp_path: Pat
     after = _stored_search(db)
     assert after["num_islands"] == 3 and after["features"][0]["bins"] == 3
     assert _train_evaluations(db) == 6
+    assert "problem.splits changed" not in regrid.stdout
+    other_data = run_evo("resume", "runs/g", "search.max_evaluations=7",
+                         "problem.splits.train.spec.count=3")
+    assert other_data.returncode == 0, other_data.stderr
+    assert ("note: problem.splits changed: the stored programs keep the scores they had "
+            "on the old instances") in other_data.stdout
 
 def test_ctrl_c_during_the_final_validation_ends_it(run_evo, tmp_path: Path) -> None:
     """Ctrl-C after the search, while the best programs are scored on validation, used

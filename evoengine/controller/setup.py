@@ -231,6 +231,10 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
                                  f"{ensemble.describe()}")
         context.prior_elapsed_s = run.elapsed_s
         context.prior_cost = run.cost
+        if OmegaConf.to_container(stored.problem.splits) != storable_config(
+                config)["problem"]["splits"]:
+            context.notes.append("note: problem.splits changed: the stored programs keep the "
+                                 "scores they had on the old instances")
         # stored last: a resume that fails leaves the run's config as it was
         store.set_config(storable_config(config))
     except BaseException:
