@@ -48,13 +48,12 @@ class ReplyGuard:
             text = storable_text(completion.text)
             return completion if text is completion.text else dataclasses.replace(
                 completion, text=text)
+        kept = min(KEPT_CHARS, self.max_chars)
         raise LLMError(
             "malformed",
             f"the reply has {size:,} characters, over llm.max_reply_chars={self.max_chars:,}"
-            f" (kept its first {min(KEPT_CHARS, self.max_chars):,}); lower llm.max_tokens "
-            "or raise llm.max_reply_chars",
-            spent=dataclasses.replace(completion,
-                                      text=storable_text(completion.text[:KEPT_CHARS])))
+            f" (kept its first {kept:,}); lower llm.max_tokens or raise llm.max_reply_chars",
+            spent=dataclasses.replace(completion, text=storable_text(completion.text[:kept])))
 
     async def close(self) -> None:
         await self.inner.close()
