@@ -7,6 +7,7 @@ SQLAlchemy Core inserts: the ORM's unit of work costs more than the rest of a st
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,20 @@ class ArchiveStore:
         self.engine = engine
         self.run_id = run_id
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction. A database that cannot take it (a full disk, a server
+        gone away) is a StoreError saying what to do: every step stored before it is
+        kept, and `evo resume` goes on from there."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise StoreError(f"cannot write to the archive ({reason}); what was stored "
+                             "before is kept: make room or bring the database back, then "
+                             "continue with `evo resume`") from exc
+
     # --- runs -------------------------------------------------------------------------
     @classmethod
     def create_run(cls, engine: Engine, name: str, problem: str, seed: int,
@@ -149,12 +164,12 @@ class ArchiveStore:
         return cls(engine, run.id), run
 
     def set_status(self, status: str, elapsed_s: float, cost: float) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(update(Run).where(Run.id == self.run_id).values(
                 status=status, elapsed_s=elapsed_s, cost=cost, updated_at=utcnow()))
 
     def set_config(self, config: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(update(Run).where(Run.id == self.run_id).values(config=config))
 
     # --- writes -----------------------------------------------------------------------
@@ -162,13 +177,13 @@ class ArchiveStore:
                      ) -> None:
         """Store programs no mutation call produced (the seed and its copies, migrated
         elites) in one transaction; sets each ``program.id``."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             for program, evaluation in programs:
                 self._insert_program(conn, program, evaluation, "train")
 
     def record_step(self, record: StepRecord, elapsed_s: float, cost: float) -> None:
         """Write one step atomically; sets ``record.program.id``."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             program_id = None
             if record.program is not None:
                 program_id = self._insert_program(conn, record.program, record.evaluation,
@@ -191,12 +206,12 @@ class ArchiveStore:
     def record_llm_call(self, values: dict[str, Any]) -> None:
         """Store one model call at once, in its own transaction (not the step's: a call
         of a step that never finishes is kept too, and superseded by ``session``)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(_INSERT_LLM_CALL, dict(values, run_id=self.run_id,
                                                 created_at=utcnow()))
 
     def set_validation_score(self, program_id: int, result: EvaluationResult) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             self._insert_evaluation(conn, program_id, result, "validation")
             conn.execute(update(Program).where(Program.id == program_id).values(
                 validation_score=result.score))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
+from evoengine.archive.store import StoreError
 from evoengine.config.compose import discover_problems, load_run_config
 from evoengine.controller.dashboard import Dashboard
 from evoengine.controller.loop import STOPPED_BY_USER, Controller
@@ -69,8 +71,11 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
             controller.on_step = dashboard.tick
             validated = asyncio.run(_drive(ctx, controller))
         status = "interrupted" if controller.stop_reason == STOPPED_BY_USER else "finished"
-    finally:
-        ctx.store.set_status(status, controller.elapsed_s, stats.cost)
+    except BaseException:
+        with contextlib.suppress(StoreError):  # the store may be what failed
+            ctx.store.set_status(status, controller.elapsed_s, stats.cost)
+        raise
+    ctx.store.set_status(status, controller.elapsed_s, stats.cost)
     try:
         # the reason may quote a model server's error message
         console.print(f"run {status}: {shown(controller.stop_reason or 'done')}", markup=False)
@@ -125,7 +130,11 @@ def _summarise(ctx: RunContext, console: Console, validated: list[ValidatedProgr
         console.print("no valid program was found")
         return
     best_path = ctx.run_dir / BEST_PROGRAM_FILE
-    best_path.write_text(best.code)
+    try:
+        best_path.write_text(best.code)
+    except OSError as exc:  # a full disk, say: the program is in the archive all the same
+        console.print(f"cannot write {best_path} ({exc.strerror or exc}); the best program "
+                      "is in the archive: evo browse shows it", markup=False)
     validation = best.validation_score
     console.print(f"best program: id {best.id}, island {best.island}, "
                   f"generation {best.generation}, operator {best.operator}")
