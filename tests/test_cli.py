@@ -102,9 +102,13 @@ def test_plain_line_counts_the_steps_not_evaluated_and_names_the_commonest(capsy
     stats.outcomes.update({"llm_error:connection": 12, "noop": 2})
     with Dashboard(stats, "plain") as dashboard:
         dashboard.tick()
-    line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("[1/200] best -4.3100 | ")
-    assert "| failures 0 | not evaluated 14 (most: llm_error:connection 12) | cost $" in line
+        stats.evaluations = 7
+        dashboard.tick()  # within 5 s of the last line: nothing
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[1/200] best -4.3100 | ")
+    assert "| failures 0 | not evaluated 14 (most: llm_error:connection 12) | cost $" in lines[0]
+    # the end of the run prints the final counts (the last line could be 5 s old)
+    assert len(lines) == 2 and lines[1].startswith("[7/200] best -4.3100 | ")
 
 
 def test_evo_entry_turns_the_garbage_collector_back_on(tmp_path: Path) -> None:

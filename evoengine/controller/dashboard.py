@@ -81,6 +81,9 @@ class Dashboard:
         """Called after each step; the plain mode prints a line every few seconds."""
         if self.mode != "plain" or time.monotonic() - self._last_line < 5.0:
             return
+        self._print_line()
+
+    def _print_line(self) -> None:
         self._last_line = time.monotonic()
         best = "—" if self.stats.best_score is None else f"{self.stats.best_score:.4f}"
         skipped = ""
@@ -97,6 +100,8 @@ class Dashboard:
                  tb: TracebackType | None) -> None:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
-        elif self.mode == "plain" and self.stats.models:  # the final state of the bandit
-            print(f"models: {describe_arms(list(self.stats.models))}", file=sys.stdout,
-                  flush=True)
+        elif self.mode == "plain":
+            self._print_line()  # the final counts: the last line may be seconds old
+            if self.stats.models:  # the final state of the bandit
+                print(f"models: {describe_arms(list(self.stats.models))}", file=sys.stdout,
+                      flush=True)
