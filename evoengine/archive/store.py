@@ -28,6 +28,7 @@ from evoengine.archive.models import (
 )
 from evoengine.archive.records import ProgramRecord, cell_from_text, cell_to_text
 from evoengine.archive.schema_migrate import migrate
+from evoengine.errors import first_line
 from evoengine.evaluation.result import EvaluationResult
 from evoengine.mutation.types import Child
 
@@ -72,7 +73,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         migrate(engine)
     except OperationalError as exc:
         engine.dispose()
-        reason = str(exc.orig or exc).strip().splitlines()[0]
+        reason = first_line(exc.orig or exc)
         raise StoreError(f"cannot open the archive database "
                          f"{engine.url.render_as_string(hide_password=True)}: {reason}; "
                          "check db.url and that the server is running") from exc
@@ -125,10 +126,9 @@ class ArchiveStore:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            reason = str(exc.orig or exc).strip().splitlines()[0]
-            raise StoreError(f"cannot write to the archive ({reason}); what was stored "
-                             "before is kept: make room or bring the database back, then "
-                             "continue with `evo resume`") from exc
+            raise StoreError(f"cannot write to the archive ({first_line(exc.orig or exc)}); "
+                             "what was stored before is kept: make room or bring the "
+                             "database back, then continue with `evo resume`") from exc
 
     # --- runs -------------------------------------------------------------------------
     @classmethod

@@ -13,6 +13,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.css.query import NoMatches
 
+from evoengine.errors import first_line
 from evoengine.tui.queries import ArchiveReader
 from evoengine.tui.screens.help import HelpScreen
 from evoengine.tui.screens.program import ProgramScreen
@@ -59,7 +60,7 @@ class BrowseApp(App[None]):
         except NoMatches:  # a screen pushed or popped this instant: not composed (yet)
             pass  # (a screen reads the database when it mounts)
         except SQLAlchemyError as exc:  # e.g. the file is being replaced: try again later
-            self.notify(f"could not read the archive: {str(exc).splitlines()[0]}",
+            self.notify(f"could not read the archive: {first_line(exc)}",
                         severity="warning")
 
     def open_run(self, run_id: int) -> None:

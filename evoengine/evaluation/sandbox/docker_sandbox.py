@@ -97,8 +97,6 @@ def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     return None
 
 
-
-
 class DockerSandbox(PooledSandbox):
     """SandboxBackend ``docker``: a pool of pre-started containers per job and limits.
 
