@@ -120,10 +120,7 @@ def _register(overrides: list[str], config_name: str = "config") -> list[str]:
                 raise ConfigError(f"problem: unknown problem {match.group(1)!r}; known: {known} "
                                   "(or give a problem folder's path)")
         rewritten.append(override)
-    for override, parsed in zip(rewritten, parse_overrides(rewritten), strict=True):
-        if parsed.is_sweep_override():  # Hydra's own word for it is "Ambiguous value"
-            raise ConfigError(f"{override}: a run takes one value per key; write a list in "
-                              "brackets ([a,b]) or quote a value that holds a comma")
+    parse_overrides(rewritten, "a run")  # Hydra's own words for a bad one name none
     chosen = [o.split("=", 1)[1] for o in rewritten if o.startswith("problem=")]
     for name in _problems_needed(chosen[-1] if chosen else _default_problem(config_name),
                                  problems):
@@ -252,22 +249,17 @@ def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
                               f"values ({key}.KEY=VALUE), or start a new run: evo run {override}")
         if key in _KEPT_ON_RESUME:
             raise ConfigError(f"{key}: {_KEPT_ON_RESUME[key]}")
-    patch = OmegaConf.create()
-    for override, parsed in zip(overrides, parse_overrides(overrides), strict=True):
-        if parsed.is_sweep_override():
-            raise ConfigError(f"{override}: a resume takes one value per key; write a list "
-                              "in brackets ([a,b]) or quote a value that holds a comma")
-        OmegaConf.update(patch, parsed.key_or_group, parsed.value(), merge=False)
     try:
-        return OmegaConf.merge(stored, patch)
+        return OmegaConf.merge(stored, overrides_patch(overrides, "a resume"))
     except OmegaConfBaseException as exc:
         raise ConfigError(_hydra_message(exc)) from exc
 
 
-def parse_overrides(overrides: list[str]) -> list[Override]:
+def parse_overrides(overrides: list[str], taker: str) -> list[Override]:
     """Read ``overrides`` with Hydra's override grammar (as `evo run` composes them, so
-    `evo resume` reads the same text the same way); a ConfigError names the one that
-    cannot be read."""
+    `evo resume`, `evo export` and `evo train` read the same text the same way); a
+    ConfigError names one that cannot be read, or that gives several values (a sweep,
+    which Hydra calls an "Ambiguous value"; ``taker`` says what wants one value)."""
     parser = OverridesParser.create()
     parsed = []
     for override in overrides:
@@ -278,7 +270,21 @@ def parse_overrides(overrides: list[str]) -> list[Override]:
                 f"{override}: cannot read this override ({_parse_failure(str(exc))}); write "
                 "KEY=VALUE, one per argument, and quote a value that holds spaces, brackets or "
                 "characters such as ~ # ? = (KEY='VALUE')") from None
+        if parsed[-1].is_sweep_override():
+            raise ConfigError(f"{override}: {taker} takes one value per key; write a list "
+                              "in brackets ([a,b]) or quote a value that holds a comma")
     return parsed
+
+
+def overrides_patch(overrides: list[str], taker: str, drop_prefix: str = "") -> DictConfig:
+    """``overrides`` as a config to merge onto another (``drop_prefix`` taken off each
+    key: ``rl.`` for the ``rl`` settings alone)."""
+    patch = OmegaConf.create()
+    for parsed in parse_overrides(overrides, taker):
+        key = parsed.key_or_group
+        OmegaConf.update(patch, key[len(drop_prefix):] if key.startswith(drop_prefix) else key,
+                         parsed.value(), merge=False)
+    return patch
 
 
 def _parse_failure(text: str) -> str:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from evoengine.config.checks import ConfigValueError
-from evoengine.config.compose import ConfigError, parse_overrides, validate_tree
+from evoengine.config.compose import ConfigError, overrides_patch, validate_tree
 from evoengine.config.rl_schema import RLConfig
 from evoengine.errors import first_line
 
@@ -22,15 +22,9 @@ def rl_config(stored: dict[str, Any] | None, overrides: list[str]) -> RLConfig:
         if not sep or not key.startswith("rl."):
             raise ConfigError(f"{override}: give rl.KEY=VALUE overrides (see conf/rl/"
                               "default.yaml for the keys)")
-    patch = OmegaConf.create()
-    for override, parsed in zip(overrides, parse_overrides(overrides), strict=True):
-        if parsed.is_sweep_override():  # read as `evo run` reads overrides
-            raise ConfigError(f"{override}: one value per key; write a list in brackets "
-                              "([a,b]) or quote a value that holds a comma")
-        OmegaConf.update(patch, parsed.key_or_group[len("rl."):], parsed.value(),
-                         merge=False)
     try:
-        node = OmegaConf.merge(OmegaConf.structured(RLConfig), stored or {}, patch)
+        node = OmegaConf.merge(OmegaConf.structured(RLConfig), stored or {},
+                               overrides_patch(overrides, "this command", drop_prefix="rl."))
         config = OmegaConf.to_object(node)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
