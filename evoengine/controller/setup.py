@@ -231,12 +231,11 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
                                  f"{ensemble.describe()}")
         context.prior_elapsed_s = run.elapsed_s
         context.prior_cost = run.cost
-        if OmegaConf.to_container(stored.problem.splits) != storable_config(
-                config)["problem"]["splits"]:
+        plain = storable_config(config)
+        if OmegaConf.to_container(stored.problem.splits) != plain["problem"]["splits"]:
             context.notes.append("note: problem.splits changed: the stored programs keep the "
                                  "scores they had on the old instances")
-        # stored last: a resume that fails leaves the run's config as it was
-        store.set_config(storable_config(config))
+        store.set_config(plain)  # last: a resume that fails leaves the run's config as it was
     except BaseException:
         lock.release()
         raise
