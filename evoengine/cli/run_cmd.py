@@ -125,33 +125,36 @@ async def _drive(ctx: RunContext, controller: Controller) -> list[ValidatedProgr
 
 
 def _summarise(ctx: RunContext, console: Console, validated: list[ValidatedProgram]) -> None:
+    def say(line: str) -> None:  # names, paths and URLs as they are: no Rich markup
+        console.print(line, markup=False)
+
     best = ctx.archive.best
     if best is None:
-        console.print("no valid program was found")
+        say("no valid program was found")
         return
     best_path = ctx.run_dir / BEST_PROGRAM_FILE
     try:
         best_path.write_text(best.code)
     except OSError as exc:  # a full disk, say: the program is in the archive all the same
-        console.print(f"cannot write {best_path} ({exc.strerror or exc}); the best program "
-                      "is in the archive: evo browse shows it", markup=False)
+        say(f"cannot write {best_path} ({exc.strerror or exc}); the best program is in "
+            "the archive: evo browse shows it")
     validation = best.validation_score
-    console.print(f"best program: id {best.id}, island {best.island}, "
-                  f"generation {best.generation}, operator {best.operator}")
-    console.print(f"  train score      {best.score:.6g}")
+    say(f"best program: id {best.id}, island {best.island}, "
+        f"generation {best.generation}, operator {best.operator}")
+    say(f"  train score      {best.score:.6g}")
     if validation is not None:
         gap = best.score - validation if best.score is not None else float("nan")
-        console.print(f"  validation score {validation:.6g}  (train - validation = {gap:.4g})")
-    console.print(f"  code             {best_path}", markup=False)
+        say(f"  validation score {validation:.6g}  (train - validation = {gap:.4g})")
+    say(f"  code             {best_path}")
     shown_url = make_url(ctx.db_url).render_as_string(hide_password=True)
-    console.print(f"  archive          {shown_url} ({ctx.archive.programs} programs, "
-                  f"{ctx.archive.evaluations} evaluations)", markup=False)
+    say(f"  archive          {shown_url} ({ctx.archive.programs} programs, "
+        f"{ctx.archive.evaluations} evaluations)")
     for line in summary_lines(validated, "validation" in ctx.problem.splits,
                               ctx.config.problem.trusted_score):
-        console.print(line, markup=False)
+        say(line)
     known = discover_problems().get(ctx.problem.name) == ctx.problem.folder
     problem = ctx.problem.name if known else str(ctx.problem.folder)
     split = next((s for s in ("test", "validation") if s in ctx.problem.splits), "train")
-    console.print(f"next: evo eval problem={problem} program={best_path} split={split}"
-                  f"  |  evo resume {ctx.run_dir} search.max_evaluations=N", markup=False)
-    console.print(f"look:  evo browse {ctx.run_dir}  |  evo report {ctx.run_dir}", markup=False)
+    say(f"next: evo eval problem={problem} program={best_path} split={split}"
+        f"  |  evo resume {ctx.run_dir} search.max_evaluations=N")
+    say(f"look:  evo browse {ctx.run_dir}  |  evo report {ctx.run_dir}")

@@ -39,10 +39,10 @@ class ReplyGuard:
             completion = await self.inner.complete(messages, temperature=temperature,
                                                    max_tokens=max_tokens, seed=seed)
         except LLMError as exc:
-            message = storable_text(str(exc))
-            if message == str(exc):
+            message = str(exc)
+            if storable_text(message) is message:  # (the same object when it is clean)
                 raise
-            raise LLMError(exc.kind, message, exc.spent) from None
+            raise LLMError(exc.kind, storable_text(message), exc.spent) from None
         size = len(completion.text)
         if self.max_chars is None or size <= self.max_chars:
             text = storable_text(completion.text)
