@@ -296,6 +296,12 @@ def test_a_resume_can_regrid_but_not_drop_islands_or_axes(run_evo, tmp_path: Pat
     assert other_data.returncode == 0, other_data.stderr
     assert ("note: problem.splits changed: the stored programs keep the scores they had "
             "on the old instances") in other_data.stdout
+    assert ("resume changes problem.splits.train.spec.count 2 -> 3, search.max_evaluations "
+            "6 -> 7") in other_data.stdout
+    slower = run_evo("resume", "runs/g", "search.max_evaluations=8", "problem.timeout_s=20")
+    assert slower.returncode == 0, slower.stderr
+    assert ("note: problem.timeout_s changed: the stored programs keep the scores they had "
+            "under the old setting") in slower.stdout
 
 def test_ctrl_c_during_the_final_validation_ends_it(run_evo, tmp_path: Path) -> None:
     """Ctrl-C after the search, while the best programs are scored on validation, used

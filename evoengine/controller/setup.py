@@ -17,6 +17,7 @@ from evoengine.archive.archive import Archive
 from evoengine.archive.grid import FeatureSpace
 from evoengine.archive.run_lock import RunLock
 from evoengine.archive.store import ArchiveStore, StoreError, make_engine, sqlite_url
+from evoengine.config.changes import config_changes, describe_changes
 from evoengine.config.compose import (
     ConfigError,
     apply_overrides,
@@ -232,9 +233,8 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
         context.prior_elapsed_s = run.elapsed_s
         context.prior_cost = run.cost
         plain = storable_config(config)
-        if OmegaConf.to_container(stored.problem.splits) != plain["problem"]["splits"]:
-            context.notes.append("note: problem.splits changed: the stored programs keep the "
-                                 "scores they had on the old instances")
+        context.notes.extend(describe_changes(
+            config_changes(storable_config(to_run_config(stored)), plain)))
         store.set_config(plain)  # last: a resume that fails leaves the run's config as it was
     except BaseException:
         lock.release()
