@@ -143,3 +143,26 @@ def test_browse_refuses_a_poll_interval_that_is_not_seconds(run_evo) -> None:
         assert result.stderr.strip().splitlines()[-1] == (
             f"evo browse: error: argument --poll: {value!r} is not a number of seconds >= 0 "
             "(0: never look again)")
+
+
+def test_help_imports_no_store_and_every_user_error_class_resolves() -> None:
+    """`evo --help` used to import the store, the controller and the LLM types for their
+    error classes (0.8 s, SQLAlchemy and Alembic included); they are looked up by module
+    when caught now, so each entry must name a real exception class."""
+    import importlib
+    import subprocess
+    import sys
+
+    from evoengine.cli.main import USER_ERROR_CLASSES, is_user_error
+
+    probe = ("import sys; from evoengine.cli.main import build_parser; build_parser(); "
+             "print(sorted(m for m in ('sqlalchemy', 'alembic', 'hydra', 'openai') "
+             "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert loaded.stdout.strip() == "[]"
+    for module, name in USER_ERROR_CLASSES:
+        error = getattr(importlib.import_module(module), name)
+        assert issubclass(error, Exception)
+        assert is_user_error(error.__new__(error))
+    assert not is_user_error(RuntimeError("x"))

@@ -9,19 +9,31 @@ import os
 import sys
 from types import ModuleType
 
-from evoengine.archive.store import StoreError
 from evoengine.cli.sandbox_cmd import add_sandbox_parser, sandbox_command
-from evoengine.config.compose import ConfigError
-from evoengine.controller.loop import RunError
 from evoengine.errors import UserError
-from evoengine.evaluation.problem import ProblemError
-from evoengine.llm.types import LLMError
-from evoengine.mutation.evolve_block import EvolveBlockError
-from evoengine.mutation.prompts import PromptError
 from evoengine.terminal import shown
 
-USER_ERRORS = (UserError, ConfigError, StoreError, ProblemError, RunError, EvolveBlockError,
-               PromptError, LLMError)
+#: The errors a user can cause and fix besides UserError, printed as one line, by
+#: module. A class can only have been raised once its module was imported, so they are
+#: looked up in ``sys.modules`` when one is caught: importing them here took half a
+#: second of every `evo --help` (the store brings SQLAlchemy and Alembic).
+USER_ERROR_CLASSES: tuple[tuple[str, str], ...] = (
+    ("evoengine.config.compose", "ConfigError"),
+    ("evoengine.archive.store", "StoreError"),
+    ("evoengine.evaluation.problem", "ProblemError"),
+    ("evoengine.controller.loop", "RunError"),
+    ("evoengine.mutation.evolve_block", "EvolveBlockError"),
+    ("evoengine.mutation.prompts", "PromptError"),
+    ("evoengine.llm.types", "LLMError"),
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of the errors ``evo`` prints as one line."""
+    if isinstance(exc, UserError):
+        return True
+    return any(isinstance(exc, getattr(sys.modules[module], name))
+               for module, name in USER_ERROR_CLASSES if module in sys.modules)
 
 EPILOG = """examples:
   evo run problem=bin_packing search.max_evaluations=300 seed=1
@@ -110,12 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         from evoengine.cli.problems_cmd import problems_command
 
         return problems_command()
-    except USER_ERRORS as exc:
-        print(f"evo: error: {shown(str(exc))}", file=sys.stderr)  # it may quote a server
-        return 2
     except BrokenPipeError:  # `evo problems | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        print(f"evo: error: {shown(str(exc))}", file=sys.stderr)  # it may quote a server
+        return 2
 
 
 if __name__ == "__main__":
