@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from evoengine.llm.scripted_server import ScriptedServer, drop, error, malformed, reply
+from evoengine.llm.scripted_server import ScriptedServer, drop, error, flood, malformed, reply
 from tests.conftest import archive_rows
 
 BASE = ["problem=bin_packing_quick", "llm=openai", "ui=plain", "sandbox=process",
@@ -42,7 +42,8 @@ def test_openai_run_records_every_outcome_and_keeps_going(run_evo, tmp_path: Pat
                      drop(), "no blocks at all, just prose",
                      "<<<<<<< SEARCH\n    return bins  # not in the program\n=======\n"
                      "    return -bins\n>>>>>>> REPLACE\n",
-                     {"reply": _diff(n), "delay": 5}]  # slower than llm.timeout_s
+                     {"reply": _diff(n), "delay": 5},  # slower than llm.timeout_s
+                     flood(1000)]  # a body that does not end (1 GB)
             return steps[n % len(steps)]
         return _full(n % 5 + 2)
 

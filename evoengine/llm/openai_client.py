@@ -57,6 +57,7 @@ import time
 from typing import Any
 
 from evoengine.config.llm_schema import LLMConfig
+from evoengine.llm.body_cap import body_limit, capping_hook, too_large
 from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
 from evoengine.llm.retry import one_line as _one_line
 from evoengine.llm.types import Completion, LLMError, token_count
@@ -104,22 +105,27 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _http_client(openai: Any, config: LLMConfig) -> Any:
-    """The SDK's HTTP client for ``llm.http_client``; None leaves the SDK's default.
+    """The SDK's HTTP client for ``llm.http_client``, reading at most
+    ``body_limit(llm.max_reply_chars)`` bytes of a response (``body_cap.py``).
 
     ``aiohttp`` is the SDK's own ``DefaultAioHttpClient`` (its ``aiohttp`` extra: an
     httpx client over an aiohttp transport), about half the CPU per request of the
     default httpx stack; ``auto`` takes it when that extra is installed.
     """
+    limit = body_limit(config.max_reply_chars)
+    options: dict[str, Any] = {"timeout": config.timeout_s}
+    if limit is not None:
+        options["event_hooks"] = {"response": [capping_hook(limit)]}
     if config.http_client == "httpx":
-        return None
+        return openai.DefaultAsyncHttpxClient(**options)
     if importlib.util.find_spec("httpx_aiohttp") is None or not hasattr(
             openai, "DefaultAioHttpClient"):  # the extra, and an SDK recent enough to have it
         if config.http_client == "aiohttp":
             raise LLMError("bad_request", "llm.http_client=aiohttp needs the SDK's aiohttp "
                            "extra: pip install 'openai[aiohttp]' (or set llm.http_client="
                            "httpx)")
-        return None
-    return openai.DefaultAioHttpClient(timeout=config.timeout_s)
+        return openai.DefaultAsyncHttpxClient(**options)
+    return openai.DefaultAioHttpClient(**options)
 
 
 def _dropped_connection(exc: BaseException) -> str | None:
@@ -234,6 +240,13 @@ class OpenAIClient:
             raise Failure("timeout", f"no reply from {self.base_url} within "
                            f"llm.timeout_s={timeout:g}s", retry=True) from None
         except openai.APIConnectionError as exc:
+            flooded = too_large(exc)
+            if flooded is not None:
+                raise Failure("malformed", f"the reply from {self.base_url} passed "
+                              f"{flooded.limit:,} bytes before it ended (the most a reply of "
+                              f"llm.max_reply_chars={self.config.max_reply_chars:,} can take); "
+                              "lower llm.max_tokens or raise llm.max_reply_chars",
+                              retry=False) from None
             cause = exc.__cause__ or exc.__context__
             detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
             raise Failure("connection", f"could not reach {self.base_url} ({detail})",

@@ -51,6 +51,10 @@ step                                       what the server does
 ``{"malformed": "empty_choices"}``          200, ``"choices": []``
 ``{"malformed": "no_content"}``             200, a choice whose message content is null
 ``{"malformed": "not_json"}``               200, ``text/html`` body
+``{"flood": mb}``                           200, ``application/json``, a body of ``mb`` MB
+                                           with no length, sent until then or until the
+                                           client hangs up (``server.flooded``: the bytes
+                                           each such reply got out)
 ``{"drop": True}``                          closes the socket without any response
 =========================================  =============================================
 
@@ -72,9 +76,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from evoengine.llm.scripted_steps import drop, error, malformed, reply
+from evoengine.llm.scripted_steps import drop, error, flood, malformed, reply
 
-__all__ = ["ScriptedServer", "drop", "error", "malformed", "reply"]
+__all__ = ["ScriptedServer", "drop", "error", "flood", "malformed", "reply"]
 
 _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
     400: ("invalid request", "invalid_request_error", None),
@@ -170,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._play_error(step, body)
         elif "malformed" in step:
             self._play_malformed(str(step["malformed"]))
+        elif "flood" in step:
+            self._flood(int(float(step["flood"]) * 1_000_000))
         elif "reply" in step:
             self._send_json(200, self._completion(step, body))
         else:
@@ -243,6 +249,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_body(500, f"scripted server: unknown malformed kind {kind!r}",
                                   "server_error", None, None)
 
+    def _flood(self, size: int) -> None:
+        """Send ``size`` bytes of a JSON-looking body with no length (it ends when the
+        connection closes); stop early when the client hangs up."""
+        chunk = b" " * 65536
+        sent = 0
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b'{"choices": [{"message": {"content": "')
+            while sent < size:
+                self.wfile.write(chunk[: size - sent])
+                sent += min(len(chunk), size - sent)
+            self.wfile.flush()
+        except OSError:
+            pass  # the client hung up, as it should
+        with self.server.owner._lock:
+            self.server.owner.flooded.append(sent)
+
     # -- wire -----------------------------------------------------------------------
 
     def _send_error_body(self, status: int, message: str, type_: str | None,
@@ -292,6 +319,7 @@ class ScriptedServer:
             self._steps = list(script)
         self.model = model
         self.requests: list[Any] = []
+        self.flooded: list[int] = []  # bytes each ``flood`` step got out
         self.request_headers: list[dict[str, str]] = []
         self._count = 0
         self._lock = threading.Lock()

@@ -42,6 +42,12 @@ def malformed(kind: str = "no_choices") -> dict[str, Any]:
     return {"malformed": kind}
 
 
+def flood(megabytes: float) -> dict[str, Any]:
+    """A 200 reply whose body goes on for ``megabytes`` MB (sent until then, or until the
+    client hangs up): a server that streams without end."""
+    return {"flood": megabytes}
+
+
 def drop() -> dict[str, Any]:
     """Close the connection without sending a response."""
     return {"drop": True}
