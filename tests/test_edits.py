@@ -164,6 +164,20 @@ def test_first_of_several_matches_is_changed_and_reported() -> None:
     assert "matches 2 places (lines 2, 3); only the first was changed" in result.message
 
 
+def test_many_blocks_matching_many_places_keep_the_message_short() -> None:
+    """Thousands of blocks that each matched thousands of places once made a 74 MB
+    message (stored, and shown to the model): places and notes are capped."""
+    code = "# EVOLVE-BLOCK-START\n" + "x = 0\n" * 40 + "# EVOLVE-BLOCK-END\n"
+    result = apply_search_replace(code, sr("x = 0\n", "x = 1\n") * 30)
+    assert result.outcome == "applied" and result.code.count("x = 1") == 30
+    assert result.message.startswith("Applied 30 SEARCH/REPLACE blocks. Block 1 matches 40 "
+                                     "places (lines 2, 3, 4, 5, 6, ... 35 more); only the "
+                                     "first was changed. Block 2 matches 39 places")
+    assert result.message.endswith("Block 10 matches 31 places (lines 11, 12, 13, 14, 15, "
+                                   "... 26 more); only the first was changed. 20 more notes "
+                                   "left out.")
+
+
 def test_unmatched_shows_the_nearest_lines_with_numbers() -> None:
     reply = (sr("    return -room\n", "    return room\n")
              + sr("    room = bins - itm\n    if item > 0.6:\n", "    room = 0\n"))

@@ -75,6 +75,11 @@ OUTCOMES = ("applied", "noop", "unmatched", "rejected", "malformed")
 
 _MAX_SHOWN_LINES = 30
 _MAX_SHOWN_WIDTH = 120
+# A reply of thousands of blocks, each matching thousands of lines, once made a 74 MB
+# message (stored, and shown to the model): the notes name this many places and keep
+# this many notes.
+_MAX_PLACES_SHOWN = 5
+_MAX_NOTES = 10
 _PYTHON_FENCE_WORDS = ("", "python", "py", "python3")
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,})[ \t]*([^`\s]*)[^`]*$")
 
@@ -127,7 +132,10 @@ def apply_search_replace(code: str, reply: str) -> EditResult:
             return _failed_block(code, block, edit, number, len(edits))
         match = matches[0]
         if len(matches) > 1:
-            where = ", ".join(str(block.body_first_line + m.start) for m in matches)
+            where = ", ".join(str(block.body_first_line + m.start)
+                              for m in matches[:_MAX_PLACES_SHOWN])
+            if len(matches) > _MAX_PLACES_SHOWN:
+                where += f", ... {len(matches) - _MAX_PLACES_SHOWN} more"
             notes.append(f"Block {number} matches {len(matches)} places (lines {where}); "
                          "only the first was changed")
         if match.exact:
@@ -215,6 +223,8 @@ def _finish(code: str, block: EvolveBlock, body: str, done: str, notes: list[str
         check_edit_confined(code, child)
     except EvolveBlockError as error:
         return EditResult("rejected", None, f"The edit is not allowed: {error}.")
+    if len(notes) > _MAX_NOTES:
+        notes = [*notes[:_MAX_NOTES], f"{len(notes) - _MAX_NOTES} more notes left out"]
     return EditResult("applied", child, ". ".join([done, *notes]) + ".")
 
 

@@ -139,8 +139,8 @@ def find_matches(lines: list[str], search: str) -> list[LineMatch]:
     any, else the tolerant ones (see the module docstring). Ordered by start line."""
     wanted = split_lines(search)
     size = len(wanted)
-    exact = [LineMatch(i, i + size, True)
-             for i in range(len(lines) - size + 1) if lines[i : i + size] == wanted]
+    exact = [LineMatch(i, i + size, True) for i in range(len(lines) - size + 1)
+             if not wanted or (lines[i] == wanted[0] and lines[i : i + size] == wanted)]
     if exact:
         return exact
     shapes = [_shape(line) for line in wanted if line.strip()]

@@ -16,8 +16,11 @@ controller reports each step's result back through :meth:`LLMMutator.observe`.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.ensemble import ModelCall, ModelEnsemble
@@ -30,6 +33,19 @@ from evoengine.mutation.edits import (
 )
 from evoengine.mutation.prompts import EDIT_KINDS, PromptBuilder
 from evoengine.mutation.types import Child, ParentView
+
+_T = TypeVar("_T")
+# A reply and program this long (characters together) are edited and diffed in a worker
+# thread: thousands of SEARCH/REPLACE blocks against a long program take seconds of CPU
+# (a 200,000-character reply of one-line blocks: 12 s), which on the event loop would
+# stall every other model call and evaluation. Shorter ones, nearly all, stay inline.
+INLINE_EDIT_CHARS = 50_000
+
+
+async def _off_loop_if_long(size: int, work: Callable[..., _T], *args: str) -> _T:
+    if size <= INLINE_EDIT_CHARS:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
 
 
 class LLMMutator:
@@ -93,14 +109,14 @@ class LLMMutator:
         seed = rng.randrange(2**31)
         try:
             completion = await self._complete(member.client, messages, seed, child)
-            result = self._apply(kind, parent.code, completion.text)
+            result = await self._apply(kind, parent.code, completion.text)
             if result.outcome == "unmatched":  # one retry with the error and nearest match
                 messages += [{"role": "assistant", "content": completion.text},
                              {"role": "user",
                               "content": self.prompts.retry_unmatched(result.message)}]
                 child.prompt += f"\n\n[user]\n{messages[-1]['content']}"
                 completion = await self._complete(member.client, messages, seed + 1, child)
-                result = self._apply(kind, parent.code, completion.text)
+                result = await self._apply(kind, parent.code, completion.text)
         except LLMError as exc:
             if exc.spent is not None:  # a reply came back but cannot be used
                 _account(child, exc.spent)
@@ -111,7 +127,8 @@ class LLMMutator:
         child.message = result.message
         if result.outcome == "applied" and result.code is not None:
             child.code = result.code
-            child.edit = diff_summary(parent.code, result.code)
+            child.edit = await _off_loop_if_long(len(parent.code) + len(result.code),
+                                                 diff_summary, parent.code, result.code)
         else:
             child.edit = result.message
         return child
@@ -127,10 +144,9 @@ class LLMMutator:
         await self.ensemble.close()
 
     @staticmethod
-    def _apply(kind: str, code: str, reply: str) -> EditResult:
-        if kind == "diff":
-            return apply_search_replace(code, reply)
-        return apply_full_rewrite(code, reply)
+    async def _apply(kind: str, code: str, reply: str) -> EditResult:
+        apply = apply_search_replace if kind == "diff" else apply_full_rewrite
+        return await _off_loop_if_long(len(code) + len(reply), apply, code, reply)
 
 
 def _account(child: Child, completion: Completion) -> None:
