@@ -10,6 +10,7 @@ them as style tags (``[/x]`` raised ``MarkupError`` and ended the command).
 from __future__ import annotations
 
 import re
+import shlex
 
 # C0 controls but newline and tab, DEL, and the C1 controls (an 8-bit CSI among them)
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -26,3 +27,9 @@ def markup_free(text: str) -> str:
     from rich.markup import escape  # not at import: `evo` imports this module at start
 
     return escape(shown(text))
+
+
+def command_line(*words: object) -> str:
+    """``words`` as one shell command a user can paste: a word with spaces or shell
+    characters (a path such as ``my runs/x``) is quoted, plain ones stay as they are."""
+    return " ".join(shlex.quote(str(word)) for word in words)

@@ -166,3 +166,35 @@ def test_help_imports_no_store_and_every_user_error_class_resolves() -> None:
         assert issubclass(error, Exception)
         assert is_user_error(error.__new__(error))
     assert not is_user_error(RuntimeError("x"))
+
+
+def test_the_commands_evo_suggests_work_when_pasted_into_a_shell(run_evo,
+                                                                 tmp_path: Path) -> None:
+    """`evo new-problem` and the end of a run suggest commands to run next; with a space
+    in a folder's name (``my problems``, ``my runs``) they split into the wrong words
+    when pasted. They are shell-quoted now, and here they are run as printed."""
+    import shlex
+    import subprocess
+
+    from tests.conftest import evo_command
+
+    def pasted(line: str) -> subprocess.CompletedProcess[str]:
+        assert line.startswith("evo ")
+        command = shlex.join(evo_command()) + line[len("evo"):]
+        return subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    created = run_evo("new-problem", "toy", "--dir", "my problems")
+    assert created.returncode == 0, created.stderr
+    folder = tmp_path / "my problems" / "toy"
+    hints = [line.strip() for line in created.stdout.splitlines() if line.startswith("  ")]
+    assert hints[0] == "evo eval 'problem=my problems/toy' 'program=my problems/toy/initial.py'"
+    assert pasted(hints[0]).returncode == 0
+    ran = run_evo("run", f"problem={folder}", "llm=gp", "search.max_evaluations=3",
+                  "ui=none", "runs_dir=my runs", "name=t")
+    assert ran.returncode == 0, ran.stderr
+    (following,) = [line for line in ran.stdout.splitlines() if line.startswith("next: ")]
+    evaluate, resume = following[len("next: "):].split("  |  ")
+    assert resume == "evo resume 'my runs/t' search.max_evaluations=N"
+    assert pasted(evaluate).returncode == 0
+    assert pasted(resume.replace("=N", "=4")).returncode == 0

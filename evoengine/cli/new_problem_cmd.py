@@ -19,14 +19,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from evoengine.authoring.scaffold import scaffold_problem
+    from evoengine.terminal import command_line
 
     folder = scaffold_problem(args.name, Path(args.dir))
     problem = args.name if Path(args.dir) == Path("problems") else str(folder)
     print(f"created {folder}/: problem.yaml, initial.py, harness.py, score.py, data/, "
           f"test_{args.name}.py")
     print("try it:")
-    print(f"  evo eval problem={problem} program={folder / 'initial.py'}")
-    print(f"  evo run problem={problem} llm=gp search.max_evaluations=20")
-    print(f"  python -m pytest {folder / f'test_{args.name}.py'}")
+    print("  " + command_line("evo", "eval", f"problem={problem}",
+                              f"program={folder / 'initial.py'}"))
+    print("  " + command_line("evo", "run", f"problem={problem}", "llm=gp",
+                              "search.max_evaluations=20"))
+    print("  " + command_line("python", "-m", "pytest", folder / f"test_{args.name}.py"))
     print("then replace the task: docs/writing-a-problem.md walks through each file")
     return 0

@@ -24,7 +24,7 @@ from evoengine.controller.summary import (
     summary_lines,
     validate_best,
 )
-from evoengine.terminal import markup_free, shown
+from evoengine.terminal import command_line, markup_free, shown
 
 BEST_PROGRAM_FILE = "best_program.py"
 
@@ -155,6 +155,9 @@ def _summarise(ctx: RunContext, console: Console, validated: list[ValidatedProgr
     known = discover_problems().get(ctx.problem.name) == ctx.problem.folder
     problem = ctx.problem.name if known else str(ctx.problem.folder)
     split = next((s for s in ("test", "validation") if s in ctx.problem.splits), "train")
-    say(f"next: evo eval problem={problem} program={best_path} split={split}"
-        f"  |  evo resume {ctx.run_dir} search.max_evaluations=N")
-    say(f"look:  evo browse {ctx.run_dir}  |  evo report {ctx.run_dir}")
+    evaluate = command_line("evo", "eval", f"problem={problem}", f"program={best_path}",
+                            f"split={split}")
+    say(f"next: {evaluate}  |  {command_line('evo', 'resume', ctx.run_dir)} "
+        "search.max_evaluations=N")
+    say(f"look:  {command_line('evo', 'browse', ctx.run_dir)}  |  "
+        f"{command_line('evo', 'report', ctx.run_dir)}")

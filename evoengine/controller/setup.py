@@ -36,6 +36,7 @@ from evoengine.mutation.novelty import NoveltyFilter, make_novelty_filter
 from evoengine.mutation.self_modify import SELF_MODIFY_NOTE, SelfModifyMutator, check_self_modify
 from evoengine.mutation.types import Mutator
 from evoengine.paths import ARCHIVE_FILE
+from evoengine.terminal import command_line
 
 
 @dataclass
@@ -139,7 +140,8 @@ def _make_run_dir(config: RunConfig) -> Path:
         run_dir = Path(config.runs_dir) / config.name
         if (run_dir / ARCHIVE_FILE).exists():
             raise StoreError(f"{run_dir} already holds a run; continue it with "
-                             f"`evo resume {run_dir}` or choose another name=")
+                             f"`{command_line('evo', 'resume', run_dir)}` or choose another "
+                             "name=")
         try:
             _mkdir(run_dir, exist_ok=True)
         except FileExistsError:  # a file of that name
