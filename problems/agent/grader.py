@@ -42,6 +42,7 @@ import secrets
 import select
 import signal
 import time
+from types import ModuleType
 
 _EXIT = os._exit
 _BUILTINS = vars(builtins)  # the module's own dict: what a completion patches
@@ -52,7 +53,7 @@ _ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
-def run(module, instances: list) -> list:
+def run(module: ModuleType, instances: list) -> list:
     try:
         outputs = json.loads(module.OUTPUT_JSON)
     except (AttributeError, ValueError):
@@ -175,7 +176,7 @@ def _restore_builtins(threads: int) -> None:
         raise RuntimeError
 
 
-def _check_plain(value) -> None:
+def _check_plain(value: object) -> None:
     """Raise TypeError unless ``value`` is built-in data all the way down (exact types,
     so no ``__eq__`` of the completion's own takes part in the test's comparisons)."""
     pending, seen = [value], set()

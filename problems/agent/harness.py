@@ -11,6 +11,8 @@ used up or the model fails.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import evo_llm
 
 MAX_CODE_CHARS = 50_000
@@ -26,7 +28,7 @@ class _NoModel:
         raise evo_llm.LLMUnavailable("auth", self.reason)
 
 
-def run(agent, instances: list) -> list:
+def run(agent: ModuleType, instances: list) -> list:
     try:
         llm = evo_llm.connect()
     except evo_llm.LLMUnavailable as exc:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from types import ModuleType
 
 import evo_llm
 
 MAX_SOURCE_CHARS = 200_000
 
 
-def run(agent, instances: list) -> dict:
+def run(agent: ModuleType, instances: list) -> dict:
     report = json.loads(os.environ["EVOENGINE_IMPROVE_REPORT"])
     source = report.pop("source")
     failed = re.search(r"^failed: (.*)$", str(report.get("feedback", "")), re.MULTILINE)
