@@ -235,8 +235,9 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
         context.prior_elapsed_s = run.elapsed_s
         context.prior_cost = run.cost
         plain = storable_config(config)
+        # (the stored config as stored: not validated again, as rules may have changed)
         context.notes.extend(describe_changes(
-            config_changes(storable_config(to_run_config(stored)), plain)))
+            config_changes(OmegaConf.to_container(stored, resolve=True), plain)))
         store.set_config(plain)  # last: a resume that fails leaves the run's config as it was
     except BaseException:
         lock.release()
