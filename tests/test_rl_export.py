@@ -177,6 +177,18 @@ def test_bad_input_is_one_line(run_dir: Path, tmp_path: Path) -> None:
     no_model = subprocess.run(evo_command("train", str(run_dir)), capture_output=True,
                               text=True, timeout=120)
     assert no_model.returncode == 2 and "--model" in no_model.stderr
+    # A folder that is no model, or too few examples: refused before training is
+    # announced, before torch loads, and before an empty adapter folder is made.
+    pairs = ("rl.min_examples=1", "rl.max_length=8192", "rl.dpo_score_percentile=25")
+    for args, says in (((f"--model={tmp_path / 'nothing'}", *pairs),
+                        "not a local Hugging Face"),
+                       ((f"--model={tmp_path}", "rl.min_examples=100000"),
+                        "fewer than rl.min_examples=100000")):
+        refused = subprocess.run(evo_command("train", str(run_dir), *args), text=True,
+                                 capture_output=True, timeout=120)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+        assert "training a LoRA adapter" not in refused.stdout
+        assert not (run_dir / "adapters").exists()
     # Overrides may also follow the options; an --out that cannot be written is one line.
     late_key = subprocess.run(evo_command("export", str(run_dir), "--format", "dpo",
                                           "rl.dpo_score_percentile=150"),

@@ -27,7 +27,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from evoengine.rl.training import TrainingError
+    from evoengine.rl.training import TrainingError, check_training_inputs
 
     source = args.source
     if source.endswith(".jsonl") and "://" not in source:
@@ -37,6 +37,7 @@ def command(args: argparse.Namespace) -> int:
     if model is None:
         raise TrainingError("name the model to adapt: --model DIR or rl.model_path=DIR "
                             "(a local Hugging Face folder)")
+    check_training_inputs(rows, method, rl, model)  # before the slow imports and the print
     name = args.name or f"{method}-e{origin.evaluations or 0}"
     out = Path(args.out) if args.out else run_dir / name
     print(f"training a LoRA adapter ({method}, {len(rows)} examples, {rl.steps} steps) on "

@@ -68,6 +68,17 @@ def training_rows(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any
              "parent_code": r["parent_code"], "edit_kind": r["edit_kind"]} for r in rows]
 
 
+def check_training_inputs(rows: list[dict[str, Any]], method: str, rl: RLConfig,
+                          model_path: str) -> Path:
+    """Refuse too few examples or a folder that is no model before anything heavy loads
+    (torch, transformers: seconds) and before an adapter folder is made; return the
+    model folder."""
+    if len(rows) < rl.min_examples:
+        raise TrainingError(f"{len(rows)} {method} examples, fewer than rl.min_examples="
+                            f"{rl.min_examples}; search longer or lower rl.min_examples")
+    return check_model_folder(model_path)
+
+
 def build_trainer(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_path: str,
                   work_dir: Path) -> Any:
     """A ready DPOTrainer or GRPOTrainer with a fresh LoRA adapter on the base model."""
@@ -76,10 +87,7 @@ def build_trainer(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_p
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    if len(rows) < rl.min_examples:
-        raise TrainingError(f"{len(rows)} {method} examples, fewer than rl.min_examples="
-                            f"{rl.min_examples}; search longer or lower rl.min_examples")
-    folder = check_model_folder(model_path)
+    folder = check_training_inputs(rows, method, rl, model_path)
     set_seed(rl.seed)
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
@@ -123,6 +131,7 @@ def build_trainer(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_p
 def train_adapter(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_path: str,
                   out_dir: Path, source: TrainSource) -> dict[str, Any]:
     """Train, save the adapter and its metadata to ``out_dir``; return the metadata."""
+    check_training_inputs(rows, method, rl, model_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
