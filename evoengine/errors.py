@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class UserError(ValueError):
     """Bad input or a missing prerequisite; the message says what to do next."""
@@ -20,3 +22,14 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
     return text if limit is None else text[:limit]
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it (``__cause__``, else ``__context__``), each
+    once: libraries wrap the error that says what happened in errors of their own."""
+    seen: set[int] = set()
+    cursor: BaseException | None = exc
+    while cursor is not None and id(cursor) not in seen:
+        seen.add(id(cursor))
+        yield cursor
+        cursor = cursor.__cause__ or cursor.__context__

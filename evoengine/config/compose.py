@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from evoengine.authoring.openevolve_format import is_openevolve_dir, problem_dict
 from evoengine.config.checks import ConfigValueError
 from evoengine.config.schema import ProblemConfig, RunConfig
-from evoengine.errors import first_line
+from evoengine.errors import causes, first_line
 from evoengine.paths import resource_dir
 
 
@@ -301,12 +301,7 @@ def _parse_failure(text: str) -> str:
 
 def _hydra_message(exc: BaseException) -> str:
     """Turn Hydra/OmegaConf's multi-line errors into one line that names the key."""
-    messages = []
-    cursor: BaseException | None = exc
-    while cursor is not None:
-        messages.append(str(cursor))
-        cursor = cursor.__cause__ or cursor.__context__
-    text = "\n".join(messages)
+    text = "\n".join(str(cause) for cause in causes(exc))
     key = re.search(r"[Kk]ey '([^']+)' (?:is )?not in (?:struct|'\w+'\n\s*full_key: (\S+))", text)
     override = re.search(r"Could not override '([^']+)'", text)
     if key or override:

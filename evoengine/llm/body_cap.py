@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from evoengine.errors import causes
+
 # JSON writes a character in at most 12 bytes (a surrogate pair of \uXXXX escapes);
 # the envelope around the reply (id, usage, ...) fits in the slack.
 _BYTES_PER_CHAR = 12
@@ -64,11 +66,4 @@ def capping_hook(limit: int) -> Callable[[Any], Awaitable[None]]:
 def too_large(exc: BaseException) -> BodyTooLarge | None:
     """The :class:`BodyTooLarge` behind ``exc`` (the SDK wraps it in a connection
     error), if any."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, BodyTooLarge):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None
+    return next((cause for cause in causes(exc) if isinstance(cause, BodyTooLarge)), None)

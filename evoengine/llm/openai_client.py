@@ -57,6 +57,7 @@ import time
 from typing import Any
 
 from evoengine.config.llm_schema import LLMConfig
+from evoengine.errors import causes
 from evoengine.llm.body_cap import body_limit, capping_hook, too_large
 from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
 from evoengine.llm.retry import one_line as _one_line
@@ -135,13 +136,10 @@ def _dropped_connection(exc: BaseException) -> str | None:
     that closed the socket without answering) into ``httpx.ConnectTimeout``, which the
     SDK raises as ``APITimeoutError``; the aiohttp exception is still in the chain.
     """
-    cause, seen = exc.__cause__ or exc.__context__, set()
-    while cause is not None and id(cause) not in seen:
+    for cause in causes(exc):
         if type(cause).__module__.startswith("aiohttp") and not isinstance(
                 cause, TimeoutError):
             return f"{type(cause).__name__}: {cause}"
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
     return None
 
 
