@@ -71,6 +71,11 @@ def test_no_reply_cap_reads_the_whole_body(http_client: str) -> None:
     assert isinstance(only, LLMError) and "not valid JSON" in str(only)
 
 
-def test_the_limit_leaves_room_for_the_longest_escaped_reply() -> None:
+def test_the_longest_reply_the_cap_allows_is_read_whole(http_client: str) -> None:
+    """A reply of exactly llm.max_reply_chars characters that JSON escapes at their
+    longest (beyond U+FFFF: two six-byte escapes each, 2.4 MB here) still arrives."""
+    longest = "\U0001F600" * 200_000
+    with ScriptedServer([longest]) as server:
+        (only,) = calls(server, http_client, 1, max_reply_chars=200_000)
+    assert only == longest
     assert body_limit(None) is None
-    assert body_limit(200_000) == 200_000 * 12 + (1 << 20)  # 12 bytes: a \\uXXXX pair

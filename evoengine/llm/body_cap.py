@@ -15,8 +15,8 @@ from typing import Any
 
 from evoengine.errors import causes
 
-# JSON writes a character in at most 12 bytes (a surrogate pair of \uXXXX escapes);
-# the envelope around the reply (id, usage, ...) fits in the slack.
+# JSON writes one character in at most 12 bytes (a character beyond U+FFFF as two
+# six-byte escapes, one per surrogate); the envelope (id, usage, ...) fits in the slack.
 _BYTES_PER_CHAR = 12
 _SLACK_BYTES = 1 << 20
 
