@@ -131,11 +131,11 @@ def build_trainer(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_p
 def train_adapter(rows: list[dict[str, Any]], method: str, rl: RLConfig, model_path: str,
                   out_dir: Path, source: TrainSource) -> dict[str, Any]:
     """Train, save the adapter and its metadata to ``out_dir``; return the metadata."""
-    check_training_inputs(rows, method, rl, model_path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    # (it refuses too few examples or no model before the adapter folder is made)
     trainer = build_trainer(rows, method, rl, model_path, out_dir / "trainer")
+    out_dir.mkdir(parents=True, exist_ok=True)
     result = trainer.train()
     trainer.model.save_pretrained(out_dir)
     trainer.processing_class.save_pretrained(out_dir)
