@@ -86,9 +86,7 @@ def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
         built_with = client.images.get(image).labels.get(RUNNER_LABEL)
     except docker.errors.ImageNotFound:
         return f"the Docker image {image} does not exist: {BUILD_HINT}"
-    except docker.errors.DockerException as exc:
-        return f"the Docker daemon did not answer ({first_line(exc, 200)}): start it (`dockerd &`)"
-    except OSError as exc:
+    except (docker.errors.DockerException, OSError) as exc:
         return f"the Docker daemon did not answer ({first_line(exc, 200)}): start it (`dockerd &`)"
     finally:
         client.close()
