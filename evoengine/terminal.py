@@ -2,7 +2,8 @@
 
 A candidate's output, a model server's error message and anything quoting them can
 hold control characters: an escape sequence that clears the screen, moves the cursor
-over earlier lines or retitles the window. :func:`shown` writes them as visible
+over earlier lines or retitles the window, or a bidirectional override that shows code
+in another order than it runs ("Trojan Source"). :func:`shown` writes them as visible
 escapes instead, and :func:`markup_free` keeps Rich from reading square brackets in
 them as style tags (``[/x]`` raised ``MarkupError`` and ended the command).
 """
@@ -12,14 +13,21 @@ from __future__ import annotations
 import re
 import shlex
 
-# C0 controls but newline and tab, DEL, and the C1 controls (an 8-bit CSI among them)
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but newline and tab, DEL, the C1 controls (an 8-bit CSI among them), and
+# the bidirectional marks, embeddings, overrides and isolates
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                      "\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def shown(text: str) -> str:
-    """``text`` with every control character but newline and tab as a ``\\xNN``
-    escape."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    """``text`` with every control character but newline and tab, and every bidirectional
+    control, as a ``\\xNN`` (``\\uNNNN``) escape."""
+    return _CONTROL.sub(_escape, text)
 
 
 def markup_free(text: str) -> str:

@@ -5,7 +5,10 @@ widgets hold, i.e. what a user sees."""
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -261,3 +264,71 @@ def test_a_candidates_escape_sequences_are_shown_not_sent_to_the_terminal() -> N
     text = console.export_text()
     assert "\x1b" not in text and "\x07" not in text
     assert text.count("\\x1b]0;title\\x07\\x1b[2J") == 2
+
+
+# Rich markup, an unbalanced closing tag, a window-title and a clear-screen sequence, and
+# a right-to-left override: what a candidate's metrics (OpenEvolve-format problems score
+# inside the sandbox), a model name or a hand-edited database can hold
+HOSTILE = "[bold]B[/] [/oops] \x1b]0;T\x07\x1b[2J \u202e"
+
+
+def plant_hostile_text(run_dir: Path, target: Path) -> int:
+    """A copy of ``run_dir``'s archive with HOSTILE in every stored text the browser
+    shows, a second run beside it, and one row with a cell that is not ``i,j``;
+    returns the id of the program that holds it all."""
+    shutil.copytree(run_dir, target)
+    db = target / "archive.db"
+    with sqlite3.connect(db) as conn:
+        program_id = conn.execute("SELECT max(id) FROM programs WHERE parent_id IS NOT NULL"
+                                  ).fetchone()[0]
+        conn.execute("UPDATE runs SET problem = ?", (HOSTILE,))
+        conn.execute("""INSERT INTO runs (name, problem, seed, config, status, elapsed_s, cost,
+                        created_at, updated_at)
+                        SELECT ?, problem, seed, config, status, elapsed_s, cost, created_at,
+                        updated_at FROM runs""", (f"other {HOSTILE}",))
+        conn.execute("UPDATE programs SET operator = ?, model = ?, error = ?, metrics = ? "
+                     "WHERE id = ?", (HOSTILE, HOSTILE, "[/e]\x1b[2J", json.dumps(
+                         {HOSTILE: HOSTILE}), program_id))
+        conn.execute("UPDATE programs SET cell = 'x,y' WHERE id = 1")
+        conn.execute("UPDATE evaluations SET error = ?, metrics = ? WHERE program_id = ?",
+                     ("[/e]\x1b[2J", json.dumps({HOSTILE: HOSTILE}), program_id))
+    return program_id
+
+
+def test_stored_text_is_shown_as_written_not_read_as_markup(finished_run: Path,
+                                                            tmp_path: Path) -> None:
+    """A metric named ``[/oops]`` ended the browser (MarkupError): table cells, headlines
+    and the metrics table read stored text as Rich markup, and sent its escape
+    sequences to the terminal. Every screen now shows it as written."""
+    run_dir = tmp_path / "hostile"
+    program_id = plant_hostile_text(finished_run, run_dir)
+
+    async def drive() -> None:
+        app = make_app(run_dir)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await pilot.pause()
+            screens = [app.export_screenshot()]  # the runs (two of them)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, RunScreen)
+            assert HOSTILE.replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace(
+                "\u202e", "\\u202e") in text_of(app.screen.query_one("#headline", Static))
+            await pilot.press("slash", *"op~[/x]", "enter")  # a filter as typed
+            await pilot.pause()
+            screens.append(app.export_screenshot())
+            await pilot.press("escape", "2")  # the grid leaves the damaged cell out
+            await pilot.pause()
+            screens.append(app.export_screenshot())
+            app.open_program(program_id)
+            await pilot.pause()
+            for tab in "1234":
+                await pilot.press(tab)
+                await pilot.pause()
+                screens.append(app.export_screenshot())
+        assert app.return_code in (None, 0)
+        shot = "\n".join(screens)
+        assert "\x1b" not in shot and "\u202e" not in shot
+        for literal in ("[/oops]", "[bold]B[/]", "[/e]", "op~[/x]", "\\x1b]0;T\\x07"):
+            assert literal in html.unescape(shot).replace("\xa0", " "), literal
+
+    asyncio.run(drive())

@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 
 from evoengine.errors import first_line
+from evoengine.terminal import shown
 from evoengine.tui.queries import ArchiveReader
 from evoengine.tui.screens.help import HelpScreen
 from evoengine.tui.screens.program import ProgramScreen
@@ -43,7 +44,8 @@ class BrowseApp(App[None]):
         if len(chosen) == 1:  # one run (or the one asked for): straight to it
             self.open_run(chosen[0].id)
         elif self.run_name:
-            self.notify(f"no run named {self.run_name!r}; pick one", severity="warning")
+            self.notify(shown(f"no run named {self.run_name!r}; pick one"),
+                        severity="warning", markup=False)
         self._marker = self.reader.change_marker()
         if self.poll_s > 0:
             self.set_interval(self.poll_s, self.poll)
@@ -60,8 +62,8 @@ class BrowseApp(App[None]):
         except NoMatches:  # a screen pushed or popped this instant: not composed (yet)
             pass  # (a screen reads the database when it mounts)
         except SQLAlchemyError as exc:  # e.g. the file is being replaced: try again later
-            self.notify(f"could not read the archive: {first_line(exc)}",
-                        severity="warning")
+            self.notify(shown(f"could not read the archive: {first_line(exc)}"),
+                        severity="warning", markup=False)
 
     def open_run(self, run_id: int) -> None:
         self.push_screen(RunScreen(self.reader, run_id))

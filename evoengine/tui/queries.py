@@ -221,8 +221,9 @@ class ArchiveReader:
         query = select(ranked.c.cell, ranked.c.id, ranked.c.score).where(ranked.c.rank == 1)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [Elite(tuple(int(p) for p in cell.split(",")), int(pid), float(score))
-                for cell, pid, score in rows]
+        return [Elite(cell, int(pid), float(score))
+                for cell, pid, score in ((_grid_cell(text), pid, score)
+                                         for text, pid, score in rows) if cell is not None]
 
     def best_curve(self, run_id: int, width: int = 120) -> tuple[int, list[float | None]]:
         """(evaluations, best score so far at up to ``width`` evenly spaced points).
@@ -250,3 +251,12 @@ class ArchiveReader:
                 best = float(bucket_best)
             curve.append(best)
         return int(total), curve
+
+
+def _grid_cell(text: str) -> tuple[int, ...] | None:
+    """A stored cell (``"3,1"``) as its indices; None for one that is not (a damaged or
+    hand-edited row), which the grid leaves out rather than failing the whole view."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        return None

@@ -81,6 +81,13 @@ def _colour(fraction: float) -> tuple[int, int, int]:
     return round(r0 + (r1 - r0) * t), round(g0 + (g1 - g0) * t), round(b0 + (b1 - b0) * t)
 
 
+def literal(value: object, style: str = "") -> Text:
+    """``value`` as stored (a name, an error, a metric; a candidate or a model may have
+    written it) shown as it is: no Rich markup read in it, control characters as visible
+    escapes. Textual reads a plain ``str`` cell as markup, and ``[/x]`` ended the app."""
+    return Text(shown(str(value)), style=style)
+
+
 def format_score(score: float | None, width: int = 0) -> str:
     text = "—" if score is None else f"{score:.4g}"
     return text.rjust(width) if width else text
@@ -204,10 +211,10 @@ def metrics_table(program: ProgramDetail, parent: ProgramDetail | None) -> Table
             delta = a - b
             change = Text(f"{delta:+.4g}", style="green" if delta > 0 else
                           ("red" if delta < 0 else "dim"))
-        table.add_row(name, "—" if mine is None else (format_score(a) if a is not None
-                                                        else str(mine)),
+        table.add_row(literal(name), "—" if mine is None else (format_score(a) if a is not None
+                                                                 else literal(mine)),
                       "—" if theirs is None else (format_score(b) if b is not None
-                                                  else str(theirs)), change)
+                                                  else literal(theirs)), change)
     return table
 
 
@@ -215,19 +222,19 @@ def feedback_view(program: ProgramDetail) -> RenderableType:
     """The evaluator's feedback and error, per split, as the next prompt would see it."""
     parts: list[RenderableType] = []
     if program.error:
-        parts.append(Text(f"error: {program.error}", style="bold red"))
+        parts.append(literal(f"error: {program.error}", style="bold red"))
     for evaluation in program.evaluations:
         header = Text(f"{evaluation.split}: ", style="bold")
-        header.append("valid" if evaluation.valid else f"invalid ({evaluation.error})",
+        header.append("valid" if evaluation.valid else f"invalid ({shown(str(evaluation.error))})",
                       style="green" if evaluation.valid else "red")
         header.append(f"  score {format_score(evaluation.score)}  "
                       f"{evaluation.wall_s:.2f} s wall, {evaluation.cpu_s:.2f} s CPU, "
                       f"stage {evaluation.stage}", style="dim")
         parts.append(header)
         if evaluation.feedback:
-            parts.append(Text(shown(evaluation.feedback)))  # the candidate wrote it
+            parts.append(literal(evaluation.feedback))  # the candidate wrote it
     if not program.evaluations:
         parts.append(Text("not evaluated (a stored copy of another program)", style="dim"))
         if program.feedback:
-            parts.append(Text(shown(program.feedback)))
+            parts.append(literal(program.feedback))
     return Group(*parts)

@@ -20,11 +20,12 @@ from evoengine.tui.queries import SORT_COLUMNS, ArchiveReader, Elite, ProgramRow
 PAGE_SIZE = 100
 
 
-def program_cells(row: ProgramRow) -> tuple[str, ...]:
-    """A program as the table shows it."""
-    return (str(row.id), str(row.island), row.cell or "—", str(row.generation), row.operator,
-            row.model, render.format_score(row.score),
-            render.format_score(row.validation_score), row.error or "")
+def program_cells(row: ProgramRow) -> tuple[str | Text, ...]:
+    """A program as the table shows it (stored text as it is: ``render.literal``)."""
+    return (str(row.id), str(row.island), render.literal(row.cell or "—"),
+            str(row.generation), render.literal(row.operator), render.literal(row.model),
+            render.format_score(row.score), render.format_score(row.validation_score),
+            render.literal(row.error or ""))
 
 
 PROGRAM_COLUMNS = ("id", "island", "cell", "gen", "operator", "model", "score", "validation",
@@ -130,8 +131,8 @@ class ProgramTable(Vertical):
                 self.run_id, filter_text=self.filter_text, sort=self.sort,
                 descending=self.descending, limit=PAGE_SIZE, offset=self.page * PAGE_SIZE)
         except FilterError as exc:
-            self.query_one("#status", Static).update(Text(f"filter not applied: {exc}",
-                                                          style="red"))
+            self.query_one("#status", Static).update(
+                render.literal(f"filter not applied: {exc}", style="red"))
             return
         table.clear()
         for row in rows:
@@ -140,10 +141,10 @@ class ProgramTable(Vertical):
             table.move_cursor(row=min(cursor, len(rows) - 1))
         first = self.page * PAGE_SIZE
         arrow = "↓" if self.descending else "↑"
-        self.query_one("#status", Static).update(
+        self.query_one("#status", Static).update(render.literal(  # the filter as typed
             f"rows {first + 1 if rows else 0}–{first + len(rows)} of {self.total:,}"
             f"  ·  sort {self.sort} {arrow}  ·  filter: {self.filter_text or 'none'}"
-            f"  ·  [ ] page  s sort  o order  / filter")
+            f"  ·  [ ] page  s sort  o order  / filter"))
 
     def set_filter(self, text: str) -> None:
         self.filter_text, self.page = text.strip(), 0

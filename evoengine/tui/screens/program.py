@@ -20,15 +20,16 @@ LINEAGE_COLUMNS = ("id", "gen", "island", "operator", "model", "score", "change"
 def program_headline(program: ProgramDetail) -> Text:
     text = Text(f"program #{program.id}", style="bold")
     state = (Text("valid", style="green") if program.valid
-             else Text(f"invalid: {program.error}", style="red"))
+             else render.literal(f"invalid: {program.error}", style="red"))
     text.append("  ·  ").append_text(state)
-    text.append(f"  ·  score {render.format_score(program.score)}"
-                f"  ·  validation {render.format_score(program.validation_score)}"
-                f"  ·  island {program.island}  ·  cell {program.cell or '—'}"
-                f"  ·  generation {program.generation}  ·  {program.operator} by "
-                f"{program.model}  ·  parent "
-                + (f"#{program.parent_id}" if program.parent_id else "none")
-                + (f" + #{program.second_parent_id}" if program.second_parent_id else ""))
+    text.append_text(render.literal(
+        f"  ·  score {render.format_score(program.score)}"
+        f"  ·  validation {render.format_score(program.validation_score)}"
+        f"  ·  island {program.island}  ·  cell {program.cell or '—'}"
+        f"  ·  generation {program.generation}  ·  {program.operator} by "
+        f"{program.model}  ·  parent "
+        + (f"#{program.parent_id}" if program.parent_id else "none")
+        + (f" + #{program.second_parent_id}" if program.second_parent_id else "")))
     return text
 
 
@@ -37,10 +38,12 @@ def evaluations_table(program: ProgramDetail) -> Table:
     for column in ("split", "valid", "score", "error", "wall s", "cpu s", "stage", "metrics"):
         table.add_column(column)
     for e in program.evaluations:
-        table.add_row(e.split, "yes" if e.valid else "no", render.format_score(e.score),
-                      e.error or "", f"{e.wall_s:.2f}", f"{e.cpu_s:.2f}", str(e.stage),
-                      ", ".join(f"{k}={render.format_score(v) if isinstance(v, float) else v}"
-                                for k, v in e.metrics.items()))
+        table.add_row(render.literal(e.split), "yes" if e.valid else "no",
+                      render.format_score(e.score), render.literal(e.error or ""),
+                      f"{e.wall_s:.2f}", f"{e.cpu_s:.2f}", str(e.stage),
+                      render.literal(", ".join(
+                          f"{k}={render.format_score(v) if isinstance(v, float) else v}"
+                          for k, v in e.metrics.items())))
     return table
 
 
@@ -113,8 +116,9 @@ class ProgramScreen(Screen[None]):
                       else f"{row.score - reference:+.4g}")
             marker = " ◀" if row.id == self.program.id else ""
             table.add_row(f"{row.id}{marker}", str(row.generation), str(row.island),
-                          row.operator, row.model, render.format_score(row.score), change,
-                          row.error or "", key=str(row.id))
+                          render.literal(row.operator), render.literal(row.model),
+                          render.format_score(row.score), change,
+                          render.literal(row.error or ""), key=str(row.id))
             previous = row.score if row.score is not None else previous
 
     # --- actions ------------------------------------------------------------------------

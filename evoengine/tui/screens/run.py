@@ -10,17 +10,18 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from evoengine.tui.queries import ArchiveReader, RunSummary
-from evoengine.tui.render import GridAxes, chart, format_score
+from evoengine.tui.render import GridAxes, chart, format_score, literal
 from evoengine.tui.widgets import GridView, ProgramTable
 
 CHART_WIDTH = 100
 
 
 def run_headline(run: RunSummary) -> Text:
-    text = Text(f"run {run.name}", style="bold")
-    text.append(f"  ·  {run.problem}  ·  {run.status}  ·  {run.evaluations:,} evaluations"
-                f"  ·  {run.programs:,} programs  ·  best {format_score(run.best_score)}"
-                f"  ·  ${run.cost:.4f}  ·  {run.elapsed_s:.0f} s")
+    text = literal(f"run {run.name}", style="bold")
+    text.append_text(literal(
+        f"  ·  {run.problem}  ·  {run.status}  ·  {run.evaluations:,} evaluations"
+        f"  ·  {run.programs:,} programs  ·  best {format_score(run.best_score)}"
+        f"  ·  ${run.cost:.4f}  ·  {run.elapsed_s:.0f} s"))
     return text
 
 

@@ -7,7 +7,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from evoengine.tui.queries import ArchiveReader
-from evoengine.tui.render import format_score
+from evoengine.tui.render import format_score, literal
 
 RUN_COLUMNS = ("name", "problem", "status", "evaluations", "programs", "best score", "cost",
                "elapsed")
@@ -33,7 +33,8 @@ class RunsScreen(Screen[None]):
         cursor = table.cursor_row
         table.clear()
         for run in self.reader.runs():
-            table.add_row(run.name, run.problem, run.status, f"{run.evaluations:,}",
+            table.add_row(literal(run.name), literal(run.problem), literal(run.status),
+                          f"{run.evaluations:,}",
                           f"{run.programs:,}", format_score(run.best_score),
                           f"${run.cost:.4f}", f"{run.elapsed_s:.0f} s", key=str(run.id))
         if table.row_count:
