@@ -161,3 +161,24 @@ def _stored_programs(db_path: Path) -> int:
         return archive_rows(db_path, "SELECT count(*) FROM programs")[0][0]
     except sqlite3.OperationalError:  # the migration has not created the tables yet
         return 0
+
+
+def test_stored_text_is_drawn_as_written(finished_run: Path, tmp_path: Path) -> None:
+    """A model named ``gpt-$\\foo$`` failed the whole report: matplotlib read the
+    ``$...$`` in a figure label as math (ParseFatalException, a traceback); and a cell
+    that is not ``i,j`` failed it with a ValueError. Labels are now drawn as written,
+    the damaged row is left out of the grid, and every string the page quotes is
+    HTML-escaped."""
+    copy = tmp_path / "demo"
+    shutil.copytree(finished_run, copy)
+    with sqlite3.connect(copy / "archive.db") as conn:
+        conn.execute("UPDATE mutation_calls SET model = 'gpt-$\\foo$'")
+        conn.execute("UPDATE programs SET model = 'gpt-$\\foo$', "
+                     "operator = '<img src=x onerror=alert(1)>'")
+        conn.execute("UPDATE programs SET cell = 'x,y' WHERE id = 1")
+    done = report(copy, tmp_path)
+    assert done.returncode == 0, done.stderr
+    html = (copy / "report.html").read_text()
+    assert len(embedded_pngs(html)) == 6
+    assert "gpt-$\\foo$" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html

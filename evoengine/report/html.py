@@ -22,10 +22,7 @@ def _encode(png: bytes | None) -> str | None:
 
 def render_html(data: ReportData, reader: ArchiveReader) -> str:
     """The whole page; nothing it shows is fetched from elsewhere."""
-    figures = {"curves": plots.score_curves, "heatmap": plots.heatmaps,
-               "success": plots.success_rates, "lineage": plots.lineage,
-               "errors": plots.errors, "generalisation": plots.train_vs_validation}
-    encoded = {name: _encode(draw(data)) for name, draw in figures.items()}
+    encoded = {name: _encode(png) for name, png in plots.draw_all(data).items()}
     lineage, previous = [], None
     for row in data.lineage:
         change = ("" if row.score is None or previous is None

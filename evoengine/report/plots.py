@@ -180,3 +180,13 @@ def train_vs_validation(data: ReportData) -> bytes | None:
     axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
     return to_png(figure)
+
+
+def draw_all(data: ReportData) -> dict[str, bytes | None]:
+    """Every figure of the page by name. Their labels quote stored text (operator and
+    model names, error kinds, feature names), drawn as written: matplotlib would read
+    ``$...$`` in them as math, and an unknown symbol there failed the whole report."""
+    figures = {"curves": score_curves, "heatmap": heatmaps, "success": success_rates,
+               "lineage": lineage, "errors": errors, "generalisation": train_vs_validation}
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return {name: draw(data) for name, draw in figures.items()}
