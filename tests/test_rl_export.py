@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -210,3 +211,17 @@ def test_bad_input_is_one_line(run_dir: Path, tmp_path: Path) -> None:
         assert unwritable.stderr.strip().startswith(
             f"evo: error: cannot write {tmp_path / 'a_file'}"), unwritable.stderr
         assert "\n" not in unwritable.stderr.strip()
+
+    # A database's stored run name chooses no folder: `evo run` allows only plain names,
+    # but a shared or edited database may hold `../x` (the file went two folders up).
+    shutil.copytree(run_dir, tmp_path / "renamed")
+    with sqlite3.connect(tmp_path / "renamed" / "archive.db") as conn:
+        conn.execute("UPDATE runs SET name = '../../escaped'")
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    traversal = subprocess.run(evo_command(
+        "export", f"sqlite:///{tmp_path / 'renamed' / 'archive.db'}", "--format", "sft"),
+        cwd=inner, capture_output=True, text=True, timeout=300)
+    assert traversal.returncode == 2, traversal.stderr
+    assert "is not a plain file name; give --out FILE" in traversal.stderr
+    assert not (tmp_path / "escaped-sft.jsonl").exists() and not list(inner.iterdir())

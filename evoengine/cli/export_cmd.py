@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from evoengine.errors import unwritable
+from evoengine.errors import UserError, unwritable
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def command(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
     elif "://" in args.source:
-        out = Path(f"{archive.name}-{args.format}.jsonl")
+        out = Path(f"{_plain_name(archive.name)}-{args.format}.jsonl")
     else:
         out = Path(args.source) / "rl" / f"{args.format}.jsonl"
     try:
@@ -55,3 +55,13 @@ def command(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no rows: {why_empty(archive, args.format, rl)}")
     return 0
+
+
+def _plain_name(name: str) -> str:
+    """The run's name as the start of a file name in this folder. ``evo run`` allows no
+    other, but a database may be shared or edited: a stored ``../x`` or ``/x`` must not
+    choose where the file goes."""
+    if "/" in name or "\x00" in name:
+        raise UserError(f"the run's stored name {name!r} is not a plain file name; give "
+                        "--out FILE")
+    return name
