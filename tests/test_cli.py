@@ -92,6 +92,12 @@ def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
     console.print(render(stats))
     text = console.export_text()
     assert "mutator m[/x]" in text and "run[bold]" in text
+    # ... and their control characters as escapes, not sent to the terminal
+    stats.problem, stats.message = "p\x1b]0;title\x07", "server said \x1b[2J\u202e"
+    console.print(render(stats))
+    text = console.export_text()
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "p\\x1b]0;title\\x07" in text and "server said \\x1b[2J\\u202e" in text
 
 
 def test_plain_line_counts_the_steps_not_evaluated_and_names_the_commonest(capsys) -> None:

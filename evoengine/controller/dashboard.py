@@ -11,13 +11,13 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from evoengine.controller.stats import RunStats
 from evoengine.llm.ensemble import describe_arms
+from evoengine.terminal import markup_free, shown
 
 
 def render(stats: RunStats) -> Panel:
@@ -28,9 +28,10 @@ def render(stats: RunStats) -> Panel:
     """
     done = min(stats.evaluations, stats.max_evaluations)
     header = Table.grid(padding=(0, 2))
-    header.add_row(f"[bold]{escape(stats.run_name)}[/]",  # names as given: no markup
-                   f"problem [cyan]{escape(stats.problem)}[/]",
-                   f"mutator {escape(stats.mutator)}", f"sandbox {escape(stats.sandbox)}")
+    header.add_row(f"[bold]{markup_free(stats.run_name)}[/]",  # names as given: no markup,
+                   f"problem [cyan]{markup_free(stats.problem)}[/]",  # no control codes
+                   f"mutator {markup_free(stats.mutator)}",
+                   f"sandbox {markup_free(stats.sandbox)}")
     progress = Table.grid(padding=(0, 2))
     progress.add_row(ProgressBar(total=stats.max_evaluations, completed=done, width=40),
                      f"{done}/{stats.max_evaluations} evaluations",
@@ -48,13 +49,13 @@ def render(stats: RunStats) -> Panel:
     for column in ("id", "score", "island", "operator"):
         top.add_column(column)
     for program_id, score, island, operator in list(stats.top):
-        top.add_row(str(program_id), f"{score:.4f}", str(island), escape(operator))
+        top.add_row(str(program_id), f"{score:.4f}", str(island), markup_free(operator))
     parts = [header, progress, summary, top]
     models = list(stats.models)
     if models:
-        parts.append(escape(f"models: {describe_arms(models)}"))
+        parts.append(markup_free(f"models: {describe_arms(models)}"))
     if stats.message:
-        parts.append(escape(stats.message))
+        parts.append(markup_free(stats.message))
     return Panel(Group(*parts), title="evoengine", border_style="blue")
 
 
@@ -103,5 +104,5 @@ class Dashboard:
         elif self.mode == "plain":
             self._print_line()  # the final counts: the last line may be seconds old
             if self.stats.models:  # the final state of the bandit
-                print(f"models: {describe_arms(list(self.stats.models))}", file=sys.stdout,
-                      flush=True)
+                print(shown(f"models: {describe_arms(list(self.stats.models))}"),
+                      file=sys.stdout, flush=True)
