@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from evoengine.config.schema import MAX_TIMEOUT_S
 from evoengine.errors import UserError
 
 PROGRAM_FILE = "initial_program.py"
@@ -40,7 +41,7 @@ DEFAULT_MEMORY_MB = 2048
 # What config.yaml may ask for: from a millisecond to a day per evaluator call (the
 # sandbox's CPU limit is a whole number of seconds: a huge one would not be), and
 # 1 MiB to 1 TiB of memory (a fraction of a MiB would round to no memory at all).
-MIN_TIMEOUT_S, MAX_TIMEOUT_S = 0.001, 86_400.0
+MIN_TIMEOUT_S = 0.001
 MAX_MEMORY_MB = 1 << 20
 DEFAULT_DESCRIPTION = (
     "Improve the program. It is scored by the problem's own evaluator.py, which runs it "

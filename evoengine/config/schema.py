@@ -18,6 +18,10 @@ from evoengine.config.llm_schema import LLMConfig
 from evoengine.config.rl_schema import RLConfig
 from evoengine.config.scale_schema import ExecutorConfig, RayConfig
 
+# The longest wall-clock limit a problem may set (a run of an evaluation or of its
+# scoring); an infinite one overflowed the sandbox's integer limits.
+MAX_TIMEOUT_S = 86_400.0
+
 
 @dataclass
 class FeatureDimConfig:
@@ -65,6 +69,9 @@ class ProblemConfig:
     timeout_s: float = 60.0
     cpu_s: int = 60
     memory_mb: int = 2048
+    # score.py's score() on one evaluation's output, on the host: past this the run
+    # stops with an error naming the scorer (a scorer that never returned hung the run)
+    score_timeout_s: float = 300.0
     features: list[FeatureDimConfig] = field(default_factory=list)
     gp_vocabulary: list[list[str]] = field(default_factory=list)  # interchangeable calls
     preload: list[str] = field(default_factory=lambda: ["numpy"])
@@ -102,7 +109,9 @@ class ProblemConfig:
     improve_harness: str | None = None  # mutation.self_modify: runs the agent's improve()
 
     def validate(self) -> None:
-        _require(self.timeout_s > 0, "problem.timeout_s", "must be positive")
+        for key in ("timeout_s", "score_timeout_s"):
+            _require(0 < getattr(self, key) <= MAX_TIMEOUT_S, f"problem.{key}",
+                     f"must be positive and at most a day ({MAX_TIMEOUT_S:g} s)")
         for i, stage in enumerate(self.cascade):
             _require(stage.instances is None or stage.instances >= 1,
                      f"problem.cascade.{i}.instances", "must be at least 1 (or null: all)")

@@ -11,13 +11,16 @@ they spent is reported in the metrics ``llm_calls``, ``llm_tokens``, ``llm_cost`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import numbers
+import threading
 import time
 from typing import Any
 
 from evoengine.archive.storable import storable_text
+from evoengine.errors import UserError
 from evoengine.evaluation.cascade import Stage, passes, plan_stages
 from evoengine.evaluation.grading import EvaluationJobs, output_module
 from evoengine.evaluation.problem import Problem
@@ -111,12 +114,13 @@ class Evaluator:
             output, cpu_s = graded.output, cpu_s + graded.cpu_s
         started = time.process_time()
         try:
-            scored = await asyncio.to_thread(self.problem.scorer.score, output,
-                                             self.jobs.instances(split, count))
+            scored = await self._score(output, self.jobs.instances(split, count))
             metrics, scored_features = _checked(scored)
         except InvalidOutput as exc:
             return EvaluationResult.failure(ErrorKind.INVALID_OUTPUT, f"invalid output: {exc}",
                                             raw.wall_s, raw.cpu_s)
+        except ScorerTimeout:
+            raise
         except Exception as exc:  # the raw output broke the scorer: still the candidate's
             return EvaluationResult.failure(
                 ErrorKind.INVALID_OUTPUT,
@@ -129,6 +133,52 @@ class Evaluator:
         return EvaluationResult(valid=True, score=float(scored.score), metrics=metrics,
                                 features=features, feedback=feedback, wall_s=raw.wall_s,
                                 cpu_s=cpu_s + (time.process_time() - started))
+
+
+    async def _score(self, output: Any, instances: list[Any]) -> Any:
+        """score.py's ``score()`` off the event loop, in a daemon thread, within
+        ``problem.score_timeout_s``: ScorerTimeout past it. A thread cannot be killed,
+        so one that never returns is left behind; being a daemon, it holds up neither
+        Ctrl-C nor the exit (the default executor's threads are joined at exit, and a
+        stuck scorer hung the run for good)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def work() -> None:
+            try:
+                settle = (_resolve, future, self.problem.scorer.score(output, instances))
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting step
+                settle = (_reject, future, exc)
+            except BaseException as exc:  # noqa: BLE001 - sys.exit() in the scorer: not
+                settle = (_reject, future, RuntimeError(  # the engine's own exit
+                    f"score() raised {type(exc).__name__}"))
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(*settle)
+
+        threading.Thread(target=work, name="evo-score", daemon=True).start()
+        limit = self.problem.config.score_timeout_s
+        try:
+            return await asyncio.wait_for(future, limit)
+        except asyncio.TimeoutError:
+            raise ScorerTimeout(
+                f"{self.problem.folder}/{self.problem.config.scorer}: score() has not "
+                f"returned after {limit:g} s (problem.score_timeout_s); fix the scorer, "
+                "or raise problem.score_timeout_s if it is just slow") from None
+
+
+class ScorerTimeout(UserError):
+    """The problem's own scorer did not return in time: the problem's fault, not the
+    candidate's, so the run stops (every later child would wait as long)."""
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # not cancelled (the step was dropped, or timed out)
+        future.set_result(value)
+
+
+def _reject(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _failure(raw: RawOutput, wall_s: float = 0.0, cpu_s: float = 0.0) -> EvaluationResult:
