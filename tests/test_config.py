@@ -31,6 +31,10 @@ def test_overrides_reach_the_typed_config() -> None:
     ("search.selection=roulette", "search.selection"),
     ("sandbox.pool_size=0", "sandbox.pool_size"),
     ("problem.timeout_s=-1", "problem.timeout_s"),
+    ("problem.timeout_s=inf", "problem.timeout_s"),  # overflowed the sandbox's limits
+    ("problem.score_timeout_s=0", "problem.score_timeout_s"),
+    ("seed=99999999999999999999999", "seed"),  # past SQLite's INTEGER: a traceback
+    ("search.num_islands=1000000", "search.num_islands"),  # a million seed copies
     ("llm=nonexistent", "llm"),
     ("llm.base_url=localhost:8000/v1", "llm.base_url"),  # no scheme: never reachable
     ("llm.max_reply_chars=10", "llm.max_reply_chars"),  # would refuse every real reply
@@ -159,3 +163,38 @@ def test_the_stored_config_keeps_no_database_password() -> None:
     config.db.url = "not a url"
     with pytest.raises(ConfigError, match="db.url is not a database URL"):
         storable_config(config)
+
+
+def test_archives_that_cannot_hold_or_are_no_run_are_one_line(run_evo, tmp_path: Path) -> None:
+    """An in-memory db.url ran and lost everything while suggesting `evo resume`; a file
+    that is no database gave a traceback (and left a run folder that took the name); a
+    damaged or empty archive.db gave a traceback on `evo resume` and `evo export`, and
+    an empty one was given the schema by the very command that refused it."""
+    (tmp_path / "notes.txt").write_text("not a database")
+    for url, says in (("sqlite:///", "is an in-memory database"),
+                      (f"sqlite:///{tmp_path / 'notes.txt'}", "cannot be read as an archive "
+                       "(file is not a database)")):
+        done = run_evo("run", "problem=bin_packing_quick", "name=r", f"db.url={url}")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert says in done.stderr
+        assert not (tmp_path / "runs" / "r").exists()
+    made = tmp_path / "runs" / "made"
+    assert run_evo("run", "problem=bin_packing_quick", "llm=gp", "sandbox=process",
+                   "ui=none", "name=made", "search.max_evaluations=2").returncode == 0
+    damaged = bytearray((made / "archive.db").read_bytes())
+    damaged[100:4096] = b"\xff" * 3996  # the first page, with the table of tables
+    (made / "archive.db").write_bytes(bytes(damaged))
+    for path in made.glob("archive.db-*"):
+        path.unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "archive.db").write_bytes(b"")
+    for folder, says in ((made, "cannot be read as an archive (database disk image is "
+                                "malformed)"),
+                         (empty, "is not an evoengine archive (no table 'runs')")):
+        for command in (("resume", str(folder)), ("export", str(folder), "--format", "sft")):
+            done = run_evo(*command)
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+            assert says in done.stderr
+    assert (empty / "archive.db").read_bytes() == b""  # refused without a write
+    assert sorted(p.name for p in empty.iterdir()) == ["archive.db"]

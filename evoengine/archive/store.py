@@ -13,9 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import aliased
 
 from evoengine.archive.models import (
@@ -28,6 +38,11 @@ from evoengine.archive.models import (
 )
 from evoengine.archive.records import ProgramRecord, cell_from_text, cell_to_text
 from evoengine.archive.schema_migrate import migrate
+from evoengine.archive.url_checks import (
+    in_memory_sqlite,
+    no_archive_reason,
+    unreadable_message,
+)
 from evoengine.errors import first_line
 from evoengine.evaluation.result import EvaluationResult
 from evoengine.mutation.types import Child
@@ -41,11 +56,23 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def make_engine(url: str, echo: bool = False) -> Engine:
+def make_engine(url: str, echo: bool = False, existing: bool = False) -> Engine:
     """Create the engine and bring the schema up to date (Alembic, see
     ``schema_migrate``); SQLite gets WAL mode, NORMAL sync and foreign keys.
     PostgreSQL connections are checked before use (``pool_pre_ping``): a database
-    restart during a long run costs a reconnect, not the run."""
+    restart during a long run costs a reconnect, not the run.
+
+    ``existing``: the database must already hold an archive (``evo resume``, ``evo
+    export``): one without is refused before anything is written to it, rather than
+    given an empty schema. StoreError, one line, for a URL that names no file a run
+    can keep (in-memory SQLite) and for a file that is no database."""
+    if in_memory_sqlite(url):
+        raise StoreError(f"db.url {url!r} is an in-memory database: the run would be gone "
+                         "when evo exits; give a file (sqlite:///path/archive.db) or leave "
+                         "db.url unset")
+    missing = existing and no_archive_reason(url)
+    if missing:
+        raise StoreError(missing)
     try:
         if url.startswith("postgresql"):
             engine = create_engine(url, echo=echo, pool_pre_ping=True)
@@ -77,6 +104,9 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         raise StoreError(f"cannot open the archive database "
                          f"{engine.url.render_as_string(hide_password=True)}: {reason}; "
                          "check db.url and that the server is running") from exc
+    except DatabaseError as exc:  # a damaged file, or one that is no database at all
+        engine.dispose()
+        raise StoreError(unreadable_message(url, exc)) from exc
     return engine
 
 

@@ -21,6 +21,7 @@ from evoengine.config.scale_schema import ExecutorConfig, RayConfig
 # The longest wall-clock limit a problem may set (a run of an evaluation or of its
 # scoring); an infinite one overflowed the sandbox's integer limits.
 MAX_TIMEOUT_S = 86_400.0
+MAX_ISLANDS = 1000  # a million islands wrote a million seed copies before the first child
 
 
 @dataclass
@@ -207,7 +208,9 @@ class SearchConfig:
         _require(self.llm_concurrency >= 1, "search.llm_concurrency", "must be at least 1")
         _require(self.eval_concurrency >= 1, "search.eval_concurrency", "must be at least 1")
         _require(self.max_idle_steps >= 1, "search.max_idle_steps", "must be at least 1")
-        _require(self.num_islands >= 1, "search.num_islands", "must be at least 1")
+        _require(1 <= self.num_islands <= MAX_ISLANDS, "search.num_islands",
+                 f"must be from 1 to {MAX_ISLANDS} (each island starts with a stored copy of "
+                 "the seed)")
         _require(self.migration_interval >= 1, "search.migration_interval", "must be >= 1")
         _require(self.migration_count >= 0, "search.migration_count", "must be >= 0")
         _require(self.selection in SELECTION_STRATEGIES, "search.selection",
@@ -265,6 +268,8 @@ class RunConfig:
     ui: str = "auto"  # auto (live dashboard on a terminal) | rich | plain | none
 
     def validate(self) -> None:
+        _require(0 <= self.seed < 2**63, "seed", "must be a whole number from 0 to 2**63-1 "
+                 "(the archive stores it as a 64-bit integer)")
         _require(self.ui in ("auto", "rich", "plain", "none"), "ui",
                  f"unknown ui {self.ui!r}; choose auto, rich, plain or none")
         _require(self.name is None or ("/" not in self.name and self.name not in ("", ".", "..")),

@@ -3,6 +3,7 @@ sandbox and mutator. ``start_run`` makes a new run; ``reopen_run`` resumes one."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,14 +118,21 @@ class _Parts:
 def start_run(config: RunConfig) -> RunContext:
     """Create the run folder and its database row; fails if the run already exists."""
     parts = _Parts.build(config)
+    existed = config.name is not None and (Path(config.runs_dir) / config.name).is_dir()
     run_dir = _make_run_dir(config)
     db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
-    engine = make_engine(db_url, config.db.echo)
-    plain = storable_config(config)
-    # The row first: on a shared database the name may be taken, and then the folder
-    # of that run (its config.yaml) must stay as it is.
-    store = ArchiveStore.create_run(engine, config.name, config.problem.name, config.seed,
-                                    plain)
+    try:
+        engine = make_engine(db_url, config.db.echo)
+        plain = storable_config(config)
+        # The row first: on a shared database the name may be taken, and then the folder
+        # of that run (its config.yaml) must stay as it is.
+        store = ArchiveStore.create_run(engine, config.name, config.problem.name,
+                                        config.seed, plain)
+    except BaseException:
+        if not existed:  # ours and still empty (db.url elsewhere): the name stays free
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     lock = RunLock.acquire(engine, store.run_id, config.name)
     OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
     context = parts.assemble(config, run_dir, db_url, store, next_step=0)
@@ -209,7 +217,7 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
         else:
             raise StoreError(f"{run_dir} holds no {ARCHIVE_FILE}; give the folder of a run "
                              "started with `evo run` (see runs/)")
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, existing=True)
     store, run = ArchiveStore.open_run(engine, run_name)
     lock = RunLock.acquire(engine, store.run_id, run.name)  # before anything is written
     try:

@@ -92,12 +92,12 @@ def conversation(prompt: str, response: str) -> tuple[Messages, str] | None:
 def open_engine(source: str) -> Engine:
     """The database of ``source``: a run folder (``runs/<name>``) or a database URL."""
     if "://" in source:
-        return make_engine(source)
+        return make_engine(source, existing=True)
     db_path = Path(source).expanduser() / ARCHIVE_FILE
     if not db_path.is_file():
         raise SourceError(f"{source} holds no {ARCHIVE_FILE}; give the folder of a run "
                           "started with `evo run` (see runs/) or a database URL")
-    return make_engine(sqlite_url(db_path))
+    return make_engine(sqlite_url(db_path), existing=True)
 
 
 def open_run(source: str, name: str | None = None) -> tuple[ArchiveStore, Run]:
