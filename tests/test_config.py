@@ -198,3 +198,16 @@ def test_archives_that_cannot_hold_or_are_no_run_are_one_line(run_evo, tmp_path:
             assert says in done.stderr
     assert (empty / "archive.db").read_bytes() == b""  # refused without a write
     assert sorted(p.name for p in empty.iterdir()) == ["archive.db"]
+
+
+def test_a_problem_yaml_without_a_name_takes_the_folders(run_evo, tmp_path: Path) -> None:
+    """The folder names the problem; a problem.yaml without `name:` gave a traceback
+    (MissingMandatoryValue) instead of running."""
+    assert run_evo("new-problem", "unnamed").returncode == 0
+    folder = tmp_path / "problems" / "unnamed"
+    yaml_path = folder / "problem.yaml"
+    yaml_path.write_text("".join(line for line in yaml_path.read_text().splitlines(True)
+                                 if not line.startswith("name:")))
+    done = run_evo("eval", "problem=unnamed", f"program={folder / 'initial.py'}")
+    assert done.returncode == 0, done.stderr
+    assert "unnamed" in done.stdout

@@ -68,8 +68,8 @@ def load_problem_yaml(folder: Path) -> DictConfig:
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{yaml_path}: {first_line(exc)}") from exc
     node.path = str(folder.resolve())
-    if node.name != folder.name:
-        node.name = folder.name
+    if OmegaConf.is_missing(node, "name") or node.name != folder.name:
+        node.name = folder.name  # the folder names the problem (name: may be left out)
     return node
 
 
