@@ -134,7 +134,6 @@ class Evaluator:
                                 features=features, feedback=feedback, wall_s=raw.wall_s,
                                 cpu_s=cpu_s + (time.process_time() - started))
 
-
     async def _score(self, output: Any, instances: list[Any]) -> Any:
         """score.py's ``score()`` off the event loop, in a daemon thread, within
         ``problem.score_timeout_s``: ScorerTimeout past it. A thread cannot be killed,
