@@ -29,9 +29,10 @@ from evoengine.archive.models import (
 from evoengine.archive.records import ProgramRecord, cell_from_text, cell_to_text
 from evoengine.archive.schema_migrate import migrate
 from evoengine.archive.url_checks import (
+    hidden_password,
     in_memory_sqlite,
     no_archive_reason,
-    unreadable_message,
+    unreadable,
 )
 from evoengine.errors import first_line
 from evoengine.evaluation.result import EvaluationResult
@@ -96,7 +97,7 @@ def make_engine(url: str, echo: bool = False, existing: bool = False) -> Engine:
                          "check db.url and that the server is running") from exc
     except DatabaseError as exc:  # a damaged file, or one that is no database at all
         engine.dispose()
-        raise StoreError(unreadable_message(url, exc)) from exc
+        raise StoreError(unreadable(hidden_password(url), exc)) from exc
     return engine
 
 

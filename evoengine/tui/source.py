@@ -13,12 +13,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
+from evoengine.archive.url_checks import not_an_archive, unreadable
 from evoengine.errors import UserError
 from evoengine.paths import ARCHIVE_FILE
-
-_REQUIRED_TABLES = ("runs", "programs", "evaluations", "mutation_calls")
 
 
 class ArchiveNotFound(UserError):
@@ -65,14 +64,10 @@ def open_archive_engine(target: str) -> Engine:
             cursor.close()
 
     try:
-        tables = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as exc:
+        problem = not_an_archive(target, inspect(engine).get_table_names())
+    except DatabaseError as exc:  # a damaged file, one that is no database, a server down
+        problem = unreadable(target, exc)
+    if problem:
         engine.dispose()
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        raise ArchiveNotFound(f"{target} cannot be read as an archive ({reason})") from exc
-    missing = [name for name in _REQUIRED_TABLES if name not in tables]
-    if missing:
-        engine.dispose()
-        raise ArchiveNotFound(f"{target} is not an evoengine archive (no table "
-                              f"{missing[0]!r}); give the folder of a run (see runs/)")
+        raise ArchiveNotFound(problem)
     return engine
