@@ -50,3 +50,9 @@ def test_splits_have_their_own_note_and_long_values_are_cut() -> None:
         "note: problem.splits changed: the stored programs keep the scores they had on the "
         "old instances",
     ]
+
+
+def test_the_scorers_time_limit_gets_no_scoring_note() -> None:
+    """Past problem.score_timeout_s the run stops; no stored score would differ."""
+    assert describe_changes([("problem.score_timeout_s", 300.0, 30.0)]) == [
+        "resume changes problem.score_timeout_s 300.0 -> 30.0"]

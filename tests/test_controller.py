@@ -232,8 +232,8 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(
     names = []
     for _ in range(3):
         config = load_run_config(["problem=bin_packing_quick", "runs_dir=runs"])[0]
-        run_dir = setup._make_run_dir(config)
-        assert run_dir == Path("runs") / config.name and run_dir.is_dir()
+        run_dir, made = setup._make_run_dir(config)
+        assert run_dir == Path("runs") / config.name and run_dir.is_dir() and made
         names.append(config.name)
     base = "bin_packing-20261121-170227"
     assert names == [base, f"{base}-2", f"{base}-3"]

@@ -35,14 +35,13 @@ def stuck_problem(run_evo, tmp_path: Path) -> None:
 
 def test_a_scorer_past_its_time_limit_stops_the_run(run_evo, tmp_path: Path) -> None:
     stuck_problem(run_evo, tmp_path)
-    started = time.monotonic()
     done = run_evo("run", "problem=stuck", "sandbox=process", "ui=plain", "name=s",
-                   "search.max_evaluations=5", "problem.score_timeout_s=2", timeout=120)
+                   "search.max_evaluations=5", "problem.score_timeout_s=2",
+                   timeout=120)  # the scorer's hour would overrun it
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert "stuck/score.py: score() has not returned after 2 s (problem.score_timeout_s)" \
         in done.stderr
-    assert time.monotonic() - started < 60  # not the scorer's hour
     db = tmp_path / "runs" / "s" / "archive.db"
     assert archive_rows(db, "SELECT status FROM runs") == [("failed",)]
     assert archive_rows(db, "SELECT count(*) FROM evaluations") == [(1,)]  # the seed's

@@ -14,9 +14,10 @@ from typing import Any
 _VALUE_CHARS = 40
 # ``problem.*`` settings that do not decide a program's score: the grid's axes (a
 # resume regrids the stored programs), the prompt's text, the GP mutator's
-# vocabulary and the seed's file (read once, at the start).
+# vocabulary, the seed's file (read once, at the start) and how long the scorer may
+# take (past it the run stops; no score changes).
 _NOT_SCORING = ("problem.description", "problem.features", "problem.gp_vocabulary",
-                "problem.evolve_file")
+                "problem.evolve_file", "problem.score_timeout_s")
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

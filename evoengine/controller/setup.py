@@ -118,8 +118,7 @@ class _Parts:
 def start_run(config: RunConfig) -> RunContext:
     """Create the run folder and its database row; fails if the run already exists."""
     parts = _Parts.build(config)
-    existed = config.name is not None and (Path(config.runs_dir) / config.name).is_dir()
-    run_dir = _make_run_dir(config)
+    run_dir, made = _make_run_dir(config)
     db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
     try:
         engine = make_engine(db_url, config.db.echo)
@@ -129,7 +128,7 @@ def start_run(config: RunConfig) -> RunContext:
         store = ArchiveStore.create_run(engine, config.name, config.problem.name,
                                         config.seed, plain)
     except BaseException:
-        if not existed:  # ours and still empty (db.url elsewhere): the name stays free
+        if made:  # ours and still empty (db.url elsewhere): the name stays free
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
         raise
@@ -140,8 +139,9 @@ def start_run(config: RunConfig) -> RunContext:
     return context
 
 
-def _make_run_dir(config: RunConfig) -> Path:
-    """``runs_dir/name``, made. Without ``name=``, a fresh folder named after the problem
+def _make_run_dir(config: RunConfig) -> tuple[Path, bool]:
+    """``runs_dir/name``, made, and whether this call made it (a named run's folder
+    may be there already). Without ``name=``, a fresh folder named after the problem
     and the time, claimed by ``mkdir`` (another run started in the same second, even in
     another process, gets ``...-2``); ``config.name`` is set to it."""
     if config.name is not None:
@@ -150,12 +150,13 @@ def _make_run_dir(config: RunConfig) -> Path:
             raise StoreError(f"{run_dir} already holds a run; continue it with "
                              f"`{command_line('evo', 'resume', run_dir)}` or choose another "
                              "name=")
+        made = not run_dir.is_dir()
         try:
             _mkdir(run_dir, exist_ok=True)
         except FileExistsError:  # a file of that name
             raise ConfigError(f"name: {run_dir} is a file, not a run folder; choose another "
                               "name=") from None
-        return run_dir
+        return run_dir, made
     base = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
     for name in (base, *(f"{base}-{n}" for n in range(2, 100))):
         run_dir = Path(config.runs_dir) / name
@@ -164,7 +165,7 @@ def _make_run_dir(config: RunConfig) -> Path:
         except FileExistsError:
             continue
         config.name = name
-        return run_dir
+        return run_dir, True
     raise ConfigError(f"runs_dir: {config.runs_dir} already holds runs {base} to "
                       f"{base}-99; give name=")
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, case, func, or_, select
 from sqlalchemy.orm import aliased
 
 from evoengine.archive.models import Evaluation, Program, Run
-from evoengine.archive.records import COPY_OPERATORS
+from evoengine.archive.records import COPY_OPERATORS, cell_from_text
 from evoengine.tui.filters import parse_filter
 
 #: sortable program-table columns -> programs column
@@ -254,9 +254,9 @@ class ArchiveReader:
 
 
 def _grid_cell(text: str) -> tuple[int, ...] | None:
-    """A stored cell (``"3,1"``) as its indices; None for one that is not (a damaged or
+    """``records.cell_from_text``, or None for a cell that is not ``i,j`` (a damaged or
     hand-edited row), which the grid leaves out rather than failing the whole view."""
     try:
-        return tuple(int(part) for part in text.split(","))
+        return cell_from_text(text)
     except ValueError:
         return None
