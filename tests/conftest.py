@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,6 +49,21 @@ def load_problem_file(problem: str, name: str) -> types.ModuleType:
 
 def evo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "evoengine.cli", *args]
+
+
+@contextlib.contextmanager
+def running_evo(cwd: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`evo ...` started in ``cwd`` with its output piped, for a test that signals it;
+    killed and reaped on the way out if still running (a failed assertion must not
+    leave an engine behind)."""
+    process = subprocess.Popen(evo_command(*args), cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 @pytest.fixture

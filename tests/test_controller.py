@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import archive_rows, evo_command, program_signature
+from tests.conftest import archive_rows, evo_command, program_signature, running_evo
 
 # The process sandbox: the Ctrl-C test looks for the runners among evo's children.
 QUICK = ["problem=bin_packing_quick", "llm=gp", "ui=plain", "search.num_islands=2",
@@ -320,20 +320,14 @@ def test_ctrl_c_during_the_final_validation_ends_it(run_evo, tmp_path: Path) -> 
         '        if "sleep" in sample:\n'
         '            __import__("time").sleep(sample["sleep"])\n'))
     db = tmp_path / "runs" / "v" / "archive.db"
-    process = subprocess.Popen(
-        evo_command("run", "problem=slowval", "sandbox=process", "ui=plain", "name=v",
-                    "search.max_evaluations=3", "problem.timeout_s=300", "problem.cpu_s=300"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with running_evo(tmp_path, "run", "problem=slowval", "sandbox=process", "ui=plain",
+                     "name=v", "search.max_evaluations=3", "problem.timeout_s=300",
+                     "problem.cpu_s=300") as process:
         _wait_for(db, 3, timeout=120)
         time.sleep(3)  # the search is over; the validation sleeps
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, stderr
     assert "validation of the best programs stopped by user" in stdout
     assert "run finished: evaluation budget spent" in stdout

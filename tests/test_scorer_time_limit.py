@@ -6,11 +6,10 @@ interpreter joins at exit, and nothing bounded it)."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import archive_rows, evo_command
+from tests.conftest import archive_rows, running_evo
 
 # score.py as scaffolded, but score() sleeps for an hour from its second call on: the
 # seed is scored, every child waits
@@ -50,11 +49,8 @@ def test_a_scorer_past_its_time_limit_stops_the_run(run_evo, tmp_path: Path) -> 
 def test_ctrl_c_stops_a_run_waiting_on_a_stuck_scorer(run_evo, tmp_path: Path) -> None:
     stuck_problem(run_evo, tmp_path)
     db = tmp_path / "runs" / "c" / "archive.db"
-    process = subprocess.Popen(
-        evo_command("run", "problem=stuck", "sandbox=process", "ui=plain", "name=c",
-                    "search.max_evaluations=5"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with running_evo(tmp_path, "run", "problem=stuck", "sandbox=process", "ui=plain",
+                     "name=c", "search.max_evaluations=5") as process:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not _seeded(db):
             time.sleep(0.1)
@@ -62,10 +58,6 @@ def test_ctrl_c_stops_a_run_waiting_on_a_stuck_scorer(run_evo, tmp_path: Path) -
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, stderr
     assert "run interrupted" in stdout
     assert archive_rows(db, "SELECT status FROM runs") == [("interrupted",)]
