@@ -114,3 +114,90 @@ def test_numpy_numbers_and_nan_in_metrics_and_features_are_stored(run_evo, tmp_p
                       "search.max_evaluations=3", "name=no_text")
     assert no_text.returncode == 2 and no_text.stderr.strip().endswith(
         "(TypeError: score() gave feedback as NoneType; give a string)")
+
+
+@pytest.mark.parametrize(("returned", "says"), [
+    ("{'train': []}", "returned dict; return a list with one entry per instance"),
+    ("'samples.json'", "returned str; return a list with one entry per instance"),
+    ("None", "returned NoneType; return a list with one entry per instance"),
+    ("[]", "returned no instances; a split needs at least one"),
+    ("[{'x': object()}]", "returned instances that are not JSON data (Object of type "
+                          "object is not JSON serializable)"),
+])
+def test_what_load_instances_returns_is_checked(tmp_path: Path, returned: str, says: str
+                                                ) -> None:
+    """Instances that no harness can be given were blamed on the seed program (a dict
+    became its keys, an empty split divided by zero in the scorer), or failed the
+    sandbox runner's start; now the scorer's file and split are named."""
+    folder = _copy_of_bin_packing(tmp_path)
+    _add_line(folder / "score.py", "def load_instances(", f"    return {returned}")
+    config, _ = load_run_config([f"problem={folder}"])
+    with pytest.raises(ProblemError) as error:
+        Problem(config.problem).instances("train")
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'score.py'}: load_instances('train') {says}")
+    assert "\n" not in message
+
+
+def test_a_split_that_cannot_load_stops_the_run_before_anything_is_stored(
+        run_evo, tmp_path: Path) -> None:
+    """Validation used to be loaded only after the whole search, and test not until
+    `evo eval`; every split is now loaded before the run's folder is made."""
+    assert run_evo("new-problem", "late").returncode == 0
+    _add_line(tmp_path / "problems" / "late" / "score.py", "def load_instances(",
+              "    assert split != 'test', 'test.json is from another task'")
+    run = run_evo("run", "problem=late", "ui=plain", "sandbox=process",
+                  "search.max_evaluations=3", "name=late")
+    assert run.returncode == 2, run.stderr
+    message = run.stderr.strip()
+    assert "\n" not in message and message.startswith(
+        f"evo: error: {tmp_path / 'problems' / 'late' / 'score.py'}: load_instances('test') "
+        "failed: AssertionError: test.json is from another task (at score.py:"), message
+    assert not (tmp_path / "runs" / "late").exists()
+
+
+def test_an_evolve_block_without_code_is_refused(tmp_path: Path) -> None:
+    """An empty block (the function moved below the end marker) left the search
+    nothing to change: 1,000 no-op steps, then a run that "finished"."""
+    folder = _copy_of_bin_packing(tmp_path)
+    seed = folder / "initial.py"
+    head, start, rest = seed.read_text().partition("# EVOLVE-BLOCK-START\n")
+    body, end, tail = rest.partition("# EVOLVE-BLOCK-END")
+    seed.write_text(f"{head}{start}  # only a comment\n\n{end}{tail}\n{body}")
+    config, _ = load_run_config([f"problem={folder}"])
+    with pytest.raises(ProblemError) as error:
+        Problem(config.problem)
+    assert str(error.value) == (
+        f"{seed}: the EVOLVE-BLOCK holds no code, so there is nothing to evolve; put the "
+        "code to evolve (at least the function the search changes) between the markers")
+
+
+def test_a_scorer_that_breaks_inside_a_library_is_named_at_its_own_line(
+        run_evo, tmp_path: Path) -> None:
+    """An exception in score() is recorded as the output's fault (the documented
+    design), now with the line of score.py that raised it rather than the library's
+    (json's decoder here), so that a scorer's own bug shows where it is."""
+    assert run_evo("new-problem", "jsonbug").returncode == 0
+    score = tmp_path / "problems" / "jsonbug" / "score.py"
+    _add_line(score, "def score(", "    json.loads('not json')")
+    line = score.read_text().splitlines().index("    json.loads('not json')") + 1
+    run = run_evo("run", "problem=jsonbug", "ui=plain", "sandbox=process",
+                  "search.max_evaluations=3", "name=j")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().endswith(
+        "invalid output: the scorer rejected it (JSONDecodeError: Expecting value: line 1 "
+        f"column 1 (char 0) (at score.py:{line}))"), run.stderr
+
+
+def test_a_seed_failing_in_the_harness_points_at_it(run_evo, tmp_path: Path) -> None:
+    """Instances of the wrong shape break the problem's harness, not the seed; the
+    seed's error now says so."""
+    assert run_evo("new-problem", "shape").returncode == 0
+    _add_line(tmp_path / "problems" / "shape" / "score.py", "def load_instances(",
+              "    return [1.0, 2.0]")
+    run = run_evo("run", "problem=shape", "ui=plain", "sandbox=process",
+                  "search.max_evaluations=3", "name=s")
+    assert run.returncode == 2, run.stderr
+    assert "(at harness.py:" in run.stderr and run.stderr.strip().endswith(
+        "; it broke in the problem's harness.py: check it, and that load_instances returns "
+        "what it expects"), run.stderr

@@ -89,6 +89,7 @@ class _Parts:
     @classmethod
     def build(cls, config: RunConfig) -> _Parts:
         problem = Problem(config.problem)
+        problem.load_all_splits()
         call_log = CallLog()
         mutator, note = make_mutator(config.llm, config.problem, call_log)
         proxy, proxy_note = proxy_for(config, mutator.name, call_log)

@@ -23,7 +23,7 @@ from evoengine.archive.storable import storable_text
 from evoengine.errors import UserError
 from evoengine.evaluation.cascade import Stage, passes, plan_stages
 from evoengine.evaluation.grading import EvaluationJobs, output_module
-from evoengine.evaluation.problem import Problem
+from evoengine.evaluation.problem import Problem, describe_error
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
 from evoengine.evaluation.sandbox.base import HarnessJob, Limits, RawOutput, SandboxBackend
 from evoengine.evaluation.scoring import InvalidOutput, ScoreResult
@@ -115,17 +115,20 @@ class Evaluator:
         started = time.process_time()
         try:
             scored = await self._score(output, self.jobs.instances(split, count))
-            metrics, scored_features = _checked(scored)
         except InvalidOutput as exc:
-            return EvaluationResult.failure(ErrorKind.INVALID_OUTPUT, f"invalid output: {exc}",
-                                            raw.wall_s, raw.cpu_s)
+            return _invalid(str(exc), raw)
         except ScorerTimeout:
             raise
         except Exception as exc:  # the raw output broke the scorer: still the candidate's
-            return EvaluationResult.failure(
-                ErrorKind.INVALID_OUTPUT,
-                f"invalid output: the scorer rejected it ({type(exc).__name__}: {exc})",
-                raw.wall_s, raw.cpu_s)
+            # (with score.py's line, so that a scorer's own bug can be told from bad output)
+            where = describe_error(exc, self.problem.folder)
+            return _invalid(f"the scorer rejected it ({where})", raw)
+        try:
+            metrics, scored_features = _checked(scored)
+        except InvalidOutput as exc:
+            return _invalid(str(exc), raw)
+        except TypeError as exc:  # what score() returned breaks its contract
+            return _invalid(f"the scorer rejected it (TypeError: {exc})", raw)
         features = {CODE_LENGTH: float(len(code)), **scored_features}
         feedback = scored.feedback
         if raw.stderr_tail:
@@ -178,6 +181,11 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
 def _reject(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def _invalid(reason: str, raw: RawOutput) -> EvaluationResult:
+    return EvaluationResult.failure(ErrorKind.INVALID_OUTPUT, f"invalid output: {reason}",
+                                    raw.wall_s, raw.cpu_s)
 
 
 def _failure(raw: RawOutput, wall_s: float = 0.0, cpu_s: float = 0.0) -> EvaluationResult:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import sys
 import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,9 +47,27 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     return module
 
 
-def describe_error(exc: BaseException) -> str:
-    """``ExcType: message (at file:line)``, the innermost frame: one line for a user."""
+def read_problem_file(path: Path) -> str:
+    """A problem's text file, or ProblemError saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProblemError(f"{path}: not UTF-8 text (byte {exc.start}); save it as "
+                           "UTF-8") from exc
+    except OSError as exc:
+        raise ProblemError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
+                           "permissions") from exc
+
+
+def describe_error(exc: BaseException, within: Path | None = None) -> str:
+    """``ExcType: message (at file:line)``, the innermost frame: one line for a user.
+    With ``within`` (a problem's folder), the innermost frame of a file in it, when
+    there is one: where the problem's code called the library that raised."""
     frames = traceback.extract_tb(exc.__traceback__)
+    if within is not None:
+        folder = within.resolve()
+        frames = [f for f in frames if Path(f.filename).resolve().is_relative_to(folder)
+                  ] or frames
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
 
@@ -90,15 +110,21 @@ class Problem:
     def _read_seed(self, config: ProblemConfig) -> str:
         """The seed's code; with ``evolve_whole_file`` and no markers, all of it is
         wrapped in an EVOLVE-BLOCK (marker comments change nothing when it runs)."""
-        code = (self.folder / config.evolve_file).read_text()
+        path = self.folder / config.evolve_file
+        code = read_problem_file(path)
         try:
-            split_evolve_block(code)
+            body = split_evolve_block(code).body
         except EvolveBlockError as exc:
             no_markers = START_MARKER not in code and END_MARKER not in code
-            if config.evolve_whole_file and no_markers:
-                body = code if code.endswith("\n") or not code else code + "\n"
-                return f"{START_MARKER}\n{body}{END_MARKER}\n"
-            raise ProblemError(f"{self.folder / config.evolve_file}: {exc}") from exc
+            if not (config.evolve_whole_file and no_markers):
+                raise ProblemError(f"{path}: {exc}") from exc
+            body = code if code.endswith("\n") or not code else code + "\n"
+            code = f"{START_MARKER}\n{body}{END_MARKER}\n"
+        if not any(line.strip() and not line.strip().startswith("#")
+                   for line in body.splitlines()):
+            raise ProblemError(f"{path}: the EVOLVE-BLOCK holds no code, so there is "
+                               "nothing to evolve; put the code to evolve (at least the "
+                               "function the search changes) between the markers")
         return code
 
     def _check_entry(self, config: ProblemConfig) -> None:
@@ -129,13 +155,23 @@ class Problem:
                                f"it has {', '.join(self.config.splits)}")
         if split not in self._instances:
             spec = dict(self.config.splits[split].spec)
+            where = f"{self.folder / self.config.scorer}: load_instances({split!r})"
             try:
-                self._instances[split] = list(
-                    self.scorer.load_instances(split, spec, self.folder / "data"))
+                loaded = self.scorer.load_instances(split, spec, self.folder / "data")
+                self._instances[split] = checked_instances(loaded, where)
+            except ProblemError:
+                raise
             except Exception as exc:  # the problem's own code
-                raise ProblemError(f"{self.folder / self.config.scorer}: load_instances"
-                                   f"({split!r}) failed: {describe_error(exc)}") from exc
+                raise ProblemError(f"{where} failed: "
+                                   f"{describe_error(exc, self.folder)}") from exc
         return self._instances[split]
+
+    def load_all_splits(self) -> None:
+        """Load and check every split now, before a run stores anything: a split that
+        cannot load would otherwise surface only when first used (validation after the
+        whole search, test at ``evo eval``). Built-in problems take milliseconds."""
+        for split in self.config.splits:
+            self.instances(split)
 
     def job(self, split: str) -> HarnessJob:
         return HarnessJob(key=f"{self.folder}:{split}", harness_path=self.harness_path,
@@ -143,3 +179,24 @@ class Problem:
                           module_name=Path(self.config.evolve_file).stem,
                           preload=tuple(self.config.preload),
                           candidate_process=self.config.candidate_process)
+
+
+def checked_instances(loaded: object, where: str) -> list[Any]:
+    """What ``load_instances`` returned, as a list, or ProblemError naming what is wrong:
+    the harness gets the instances as JSON (one entry per instance) and the scorer
+    the same list, so a mapping, a string, nothing, or an empty split is a bug of the
+    problem, not of the seed program that would otherwise be blamed for it."""
+    if loaded is None or isinstance(loaded, (str, bytes, Mapping)) \
+            or not isinstance(loaded, Iterable):
+        raise ProblemError(f"{where} returned {type(loaded).__name__}; return a list with "
+                           "one entry per instance")
+    instances = list(loaded)
+    if not instances:
+        raise ProblemError(f"{where} returned no instances; a split needs at least one "
+                           "(or remove the split from problem.yaml)")
+    try:
+        json.dumps(instances)  # as the sandbox will send them to the harness
+    except (TypeError, ValueError) as exc:
+        raise ProblemError(f"{where} returned instances that are not JSON data ({exc}); "
+                           "use dicts, lists, strings, numbers, booleans and None") from exc
+    return instances
