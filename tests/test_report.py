@@ -153,6 +153,24 @@ def test_report_bad_input_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--run NAME" in done.stderr
 
 
+def test_a_database_url_whose_driver_is_missing_is_one_line(tmp_path: Path) -> None:
+    """`mysql://` (no MySQL driver is installed here) ended `evo report` and `evo browse`
+    with a ModuleNotFoundError traceback, and `evo run` suggested the postgres extra."""
+    url = "mysql://user:secret@127.0.0.1/archive"
+    says = ("needs the database driver MySQLdb, which is not installed: install the Python "
+            "package that provides MySQLdb, or name an installed driver in the URL")
+    for command in (("report", url), ("browse", url)):
+        done = subprocess.run(evo_command(*command), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("evo: error: mysql://user:***@127.0.0.1/archive "
+                                      + says), done.stderr
+    run = subprocess.run(evo_command("run", "problem=bin_packing_quick", f"db.url={url}"),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr == f"evo: error: db.url {says} (dialect+driver://...)\n"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def _stored_programs(db_path: Path) -> int:
     """Programs stored so far by a starting run (0 until its schema exists)."""
     if not db_path.exists():

@@ -31,6 +31,7 @@ from evoengine.archive.schema_migrate import migrate
 from evoengine.archive.url_checks import (
     hidden_password,
     in_memory_sqlite,
+    missing_driver,
     no_archive_reason,
     unreadable,
 )
@@ -70,9 +71,7 @@ def make_engine(url: str, echo: bool = False, existing: bool = False) -> Engine:
         else:
             engine = create_engine(url, echo=echo)
     except ModuleNotFoundError as exc:
-        raise StoreError(f"db.url needs the {exc.name} driver: pip install "
-                         "'evoengine[postgres]' (psycopg) or use a URL of an installed "
-                         "driver") from exc
+        raise StoreError(missing_driver(url, exc, "db.url")) from exc
     except ArgumentError as exc:
         raise StoreError(f"db.url {url!r} is not a database URL ({exc}); e.g. "
                          "postgresql+psycopg://user:password@host:5432/dbname") from exc

@@ -67,6 +67,20 @@ def no_archive_reason(url: str) -> str | None:
     return not_an_archive(hidden_password(url), tables)
 
 
+def missing_driver(url: str, exc: ModuleNotFoundError, subject: str | None = None) -> str:
+    """The message for a URL whose database driver is not installed; ``subject`` names
+    it (default: the URL without its password)."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        backend = ""
+    fix = ("pip install 'evoengine[postgres]' (psycopg)" if backend == "postgresql"
+           else f"install the Python package that provides {exc.name}")
+    return (f"{subject or hidden_password(url)} needs the database driver {exc.name}, which is not "
+            f"installed: {fix}, or name an installed driver in the URL "
+            "(dialect+driver://...)")
+
+
 def hidden_password(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 
-from evoengine.archive.url_checks import not_an_archive, unreadable
+from evoengine.archive.url_checks import missing_driver, not_an_archive, unreadable
 from evoengine.errors import UserError
 from evoengine.paths import ARCHIVE_FILE
 
@@ -54,7 +54,10 @@ def resolve_url(target: str) -> str:
 def open_archive_engine(target: str) -> Engine:
     """A read engine on ``target``; raises ``ArchiveNotFound`` when it is no archive."""
     url = resolve_url(target)
-    engine = create_engine(url)
+    try:
+        engine = create_engine(url)
+    except ModuleNotFoundError as exc:
+        raise ArchiveNotFound(missing_driver(url, exc)) from exc
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
