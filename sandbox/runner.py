@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import importlib.util
 import json
@@ -233,6 +234,9 @@ def _read_tail(fd: int) -> str:
     return raw.decode("utf-8", errors="replace")[-_TAIL_CHARS:]
 
 
+_FILE_TOO_LARGE = f"[Errno {errno.EFBIG}]"
+
+
 def _looks_like_memory(reply: dict, tail: str) -> bool:
     return reply.get("signal") in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGKILL") and any(
         hint in tail for hint in _MEMORY_HINTS)
@@ -248,7 +252,8 @@ def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
                      message=f"wall-clock limit of {limits['timeout_s']} s exceeded")
     elif outcome["overflow"]:
         reply.update(error="invalid_output",
-                     message=f"output larger than {limits['max_output_bytes']} bytes")
+                     message=f"output larger than {limits['max_output_bytes']} bytes "
+                             "(sandbox.max_output_mb)")
     elif os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -260,7 +265,8 @@ def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_limited):
             reply.update(error="timeout", message=f"CPU limit of {limits['cpu_s']} s exceeded")
         elif sig == signal.SIGXFSZ:
-            reply["message"] = f"file size limit of {limits['max_file_mb']} MB exceeded"
+            reply["message"] = (f"file size limit of {limits['max_file_mb']} MB exceeded "
+                                "(sandbox.max_file_mb)")
         else:
             reply["message"] = f"the program was killed by {name}"
     elif data[:1] == b"R" and os.WEXITSTATUS(status) == 0:
@@ -272,6 +278,9 @@ def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
         try:
             reported = json.loads(data[1:])
             reply.update(error=str(reported["error"]), message=str(reported["message"]))
+            if _FILE_TOO_LARGE in reply["message"]:  # SIGXFSZ is ignored: write() fails
+                reply["message"] += (f"; the file size limit is {limits['max_file_mb']} MB "
+                                     "(sandbox.max_file_mb)")
         except (ValueError, KeyError, TypeError):
             reply["message"] = "the program left a malformed error report"
     else:
