@@ -151,6 +151,12 @@ def test_report_bad_input_is_one_line(tmp_path: Path) -> None:
     two.dispose()
     done = report(tmp_path / "two.db", tmp_path)
     assert done.returncode == 2 and "--run NAME" in done.stderr
+    # checked before the page is drawn (it used to fail only when written)
+    out = tmp_path / "no_such_folder" / "r.html"
+    done = report(tmp_path / "two.db", tmp_path, "--run", "a", "--out", str(out))
+    assert done.returncode == 2 and done.stderr == (
+        f"evo: error: cannot write {out}: there is no folder {out.parent}; give --out a path "
+        "in a folder you can write to\n")
 
 
 def test_a_database_url_whose_driver_is_missing_is_one_line(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from evoengine.errors import UserError, unwritable
@@ -43,6 +44,12 @@ def command(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.target, args.run_name)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out}/report.html")
+    folder = out.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):  # before rendering
+        reason = (f"there is no folder {folder}" if not folder.is_dir()
+                  else f"the folder {folder} is not writable")
+        raise UserError(f"cannot write {out}: {reason}; give --out a path in a folder you "
+                        "can write to")
     try:
         written = write_report(args.target, out, args.run_name)
     except OSError as exc:
