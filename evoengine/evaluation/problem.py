@@ -186,8 +186,7 @@ def checked_instances(loaded: object, where: str) -> list[Any]:
     the harness gets the instances as JSON (one entry per instance) and the scorer
     the same list, so a mapping, a string, nothing, or an empty split is a bug of the
     problem, not of the seed program that would otherwise be blamed for it."""
-    if loaded is None or isinstance(loaded, (str, bytes, Mapping)) \
-            or not isinstance(loaded, Iterable):
+    if isinstance(loaded, (str, bytes, Mapping)) or not isinstance(loaded, Iterable):
         raise ProblemError(f"{where} returned {type(loaded).__name__}; return a list with "
                            "one entry per instance")
     instances = list(loaded)
