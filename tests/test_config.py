@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from evoengine.config.compose import ConfigError, load_run_config
+from evoengine.config.compose import ConfigError, apply_overrides, load_run_config, to_run_config
+from evoengine.config.schema import MAX_NAME_LENGTH, RunConfig
 
 
 def test_overrides_reach_the_typed_config() -> None:
@@ -40,6 +42,10 @@ def test_overrides_reach_the_typed_config() -> None:
     ("llm.max_reply_chars=10", "llm.max_reply_chars"),  # would refuse every real reply
     ("db=postgres", "db.url"),  # the server must be given (it used to fall back to SQLite)
     ("problem=not_a_problem", "problem"),
+    ("problem=", "problem"),  # ran into "problem/: no such config option"
+    ("runs_dir=", "runs_dir"),  # ran the run into the current folder
+    ("name=" + "a" * 300, "name"),  # "File name too long"
+    ("rl.lora_targets=null", "rl.lora_targets"),
 ])
 def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -78,6 +84,27 @@ def test_bad_input_fails_with_one_line_naming_the_key(override: str, key: str) -
                               "as ~ # ? = (KEY='VALUE')"),
     ("search.num_islands=2,3", "search.num_islands=2,3: a run takes one value per key; write "
                                "a list in brackets ([a,b]) or quote a value that holds a comma"),
+    # null for a key that cannot be null: Hydra said "Error merging override ..."
+    ("search.max_evaluations=null", "search.max_evaluations: cannot be null; give it a whole "
+                                    "number (int), e.g. search.max_evaluations=1000 (the "
+                                    "default)"),
+    ("mutation.novelty=null", "mutation.novelty: cannot be null; give it true or false, e.g. "
+                              "mutation.novelty=false (the default)"),
+    ("search.code_length=null", "search.code_length: cannot be null; give it a mapping with "
+                                "keys name, min, max, bins, or leave the override out"),
+    ("llm.models=null", "llm.models: cannot be null; give it a list in brackets ([a,b]; [] for "
+                        "none), or leave the override out"),
+    ("problem.splits.train=null", "problem.splits.train: cannot be null; give it a mapping "
+                                  "with keys spec, or leave the override out"),
+    ("problem=", "problem: no problem given; give a problem name (problem=bin_packing; `evo "
+                 "problems` lists them) or a problem folder (problem=path/to/dir)"),
+    ("problem=''", "problem: no problem given; give a problem name (problem=bin_packing; `evo "
+                   "problems` lists them) or a problem folder (problem=path/to/dir)"),
+    ("runs_dir=", "runs_dir: is empty; give the folder that holds the runs, e.g. "
+                  "runs_dir=runs (runs_dir=. for this one)"),
+    ("name=" + "a" * (MAX_NAME_LENGTH + 1), f"name: is {MAX_NAME_LENGTH + 1} characters long; "
+                                            f"give at most {MAX_NAME_LENGTH} (it names the "
+                                            "run's folder)"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_the_type(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -114,6 +141,99 @@ def test_problem_given_as_a_directory(tmp_path: Path) -> None:
     config, _ = load_run_config([f"problem={copy}"])
     assert config.problem.name == "my_packing"
     assert Path(config.problem.path or "") == copy.resolve()
+
+
+def test_a_quoted_problem_value_is_read_without_its_quotes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error for a path with spaces advises KEY='VALUE'; the quotes were kept and the
+    problem was unknown ("'problems/demo'")."""
+    source = Path(__file__).resolve().parents[1] / "problems" / "bin_packing"
+    folders = [tmp_path / "problems" / "demo", tmp_path / "my problems" / "demo",
+               tmp_path / "my problems" / "my demo"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        for name in ("problem.yaml", "initial.py", "harness.py", "score.py"):
+            (folder / name).write_text((source / name).read_text())
+    monkeypatch.chdir(tmp_path)
+    for override, folder in (("problem='problems/demo'", folders[0]),
+                             ('problem="problems/demo"', folders[0]),
+                             ("problem='demo'", folders[0]),
+                             (f"problem='{folders[1]}'", folders[1]),
+                             (f"problem='{folders[2]}'", folders[2]),  # a name with a space
+                             (f"problem={folders[2]}", folders[2])):
+        config, _ = load_run_config([override])
+        assert (config.problem.name, config.problem.path) == (folder.name, str(folder)), override
+    config, _ = load_run_config(["problem='bin_packing_quick'", "llm='gp'"])
+    assert (config.problem.name, config.llm.provider) == ("bin_packing", "gp")
+    with pytest.raises(ConfigError, match="^problem: unknown problem 'nope'; known: "):
+        load_run_config(["problem='nope'"])
+
+
+def test_null_on_resume_names_the_type() -> None:
+    """`evo resume RUN KEY=null` merges onto the stored, typed config: OmegaConf said
+    "Incompatible value 'None' for field of type 'int'"."""
+    stored = OmegaConf.merge(OmegaConf.structured(RunConfig),
+                             {"problem": {"name": "p", "entry": "f"}})
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(stored, ["search.max_evaluations=null"])
+    assert str(error.value) == ("search.max_evaluations: cannot be null; give it a whole number "
+                                "(int), e.g. search.max_evaluations=1000 (the default)")
+
+
+def test_a_long_name_is_refused_for_a_new_run_only() -> None:
+    """name= over MAX_NAME_LENGTH ended in "File name too long"; a run that already has a
+    longer name (from an older version, or a long problem name) still resumes."""
+    assert load_run_config(["name=" + "a" * MAX_NAME_LENGTH])[0].name == "a" * MAX_NAME_LENGTH
+    _, node = load_run_config([])
+    node.name = "a" * (MAX_NAME_LENGTH + 50)
+    assert to_run_config(node).name == node.name
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("search.max_evaluations=null",), "search.max_evaluations: cannot be null; give it a "
+                                       "whole number (int)"),
+    (("problem=",), "problem: no problem given; give a problem name"),
+    (("runs_dir=",), "runs_dir: is empty; give the folder that holds the runs"),
+    (("name=" + "a" * 300,), "name: is 300 characters long; give at most"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+        run_evo, tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    # a quick run if the bad input were let through
+    done = run_evo("run", "problem=bin_packing_quick", "llm=gp", "sandbox=process", "ui=none",
+                   "search.max_evaluations=1", "search.validate_top=0", *args)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith(f"evo: error: {says}") and done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_reads_quoted_program_and_split(run_evo, tmp_path: Path) -> None:
+    """`evo eval` takes program= and split= itself: quotes were kept there too."""
+    source = Path(__file__).resolve().parents[1] / "problems" / "bin_packing" / "initial.py"
+    program = tmp_path / "my dir" / "initial.py"
+    program.parent.mkdir()
+    program.write_text(source.read_text())
+    done = run_evo("eval", "problem='bin_packing_quick'", f"program='{program}'", "split='train'")
+    assert done.returncode == 0, done.stderr
+    assert f"problem bin_packing, split train, program {program}" in done.stdout
+
+
+@pytest.mark.parametrize(("command", "required", "enough"), [
+    ("train", "source", ["runs/x"]),
+    ("resume", "run_dir", ["runs/x"]),
+    ("export", "source, --format", ["runs/x", "--format", "sft"]),
+])
+def test_optional_overrides_are_not_listed_as_required(
+        command: str, required: str, enough: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse (before Python 3.13) marks nargs="*" without a default as required: a
+    missing SOURCE said "required: source, rl.KEY=VALUE", though overrides are optional."""
+    from evoengine.cli.main import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args([command])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"the following arguments are required: {required}")
+    assert parse_args([command, *enough]).overrides == []
 
 
 def test_cli_reports_bad_key_before_any_work(tmp_path: Path) -> None:

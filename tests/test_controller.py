@@ -63,6 +63,8 @@ def test_resume_applies_db_echo_given_then(run_evo, tmp_path: Path) -> None:
 BAD_RESUME_OVERRIDES = [
     ("problem=tsp", "problem: a resumed run keeps its problem config"),
     ("llm=openai", "llm: a resumed run keeps its llm config"),
+    # (it used to suggest `evo run sandbox=nosuch`, which fails the same way)
+    ("sandbox=nosuch", "sandbox: no option 'nosuch'; choose one of auto, docker, process"),
     ("+search.extra=1", "+KEY and ~KEY are for `evo run`"),
     ("search.max_evaluations", "takes KEY=VALUE overrides"),
     ("search.max_evaluations=abc", "search.max_evaluations: 'abc' is not a valid Integer"),

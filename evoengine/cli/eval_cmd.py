@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from evoengine.config.compose import ConfigError, load_run_config
+from evoengine.config.compose import ConfigError, load_run_config, override_value
 from evoengine.controller.setup import limits_for
 from evoengine.controller.summary import UNTRUSTED_SCORE_NOTE
 from evoengine.evaluation.evaluator import Evaluator
@@ -25,10 +25,14 @@ from evoengine.terminal import shown
 
 
 def _pop(overrides: list[str], key: str) -> tuple[str | None, list[str]]:
+    """The value of ``key=VALUE`` (quotes taken off, as for a config key's value: an
+    error message advises KEY='VALUE') and the other overrides."""
     value, rest = None, []
     for item in overrides:
         if item.startswith(f"{key}="):
             value = item.split("=", 1)[1]
+            if value[:1] in ("'", '"'):
+                value = override_value(value)
         else:
             rest.append(item)
     return value, rest

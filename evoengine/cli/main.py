@@ -69,15 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="start a search (KEY=VALUE overrides of conf/)")
     run.add_argument("--cfg", action="store_true", help="print the composed config and exit")
-    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    run.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
     resume = commands.add_parser("resume", help="continue a run from its database")
     resume.add_argument("run_dir", help="runs/<name> (or a database URL)")
-    resume.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    resume.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
     evaluate = commands.add_parser(
         "eval", help="run one program through the sandbox and print its score",
         description="evo eval problem=NAME program=PATH [split=train|validation|test] "
                     "[KEY=VALUE ...]")
-    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    evaluate.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
     commands.add_parser("problems", help="list the known problems")
     add_sandbox_parser(commands)
     for name in PLUGGED_COMMANDS:

@@ -23,7 +23,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="the adapter's name (default: <method>-e<evals>)")
     parser.add_argument("--run", help="the run's name, when the database holds several")
     # right after the source (argparse takes positionals in one run): RUN rl.K=V --opt
-    parser.add_argument("overrides", nargs="*", metavar="rl.KEY=VALUE")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="rl.KEY=VALUE")
 
 
 def command(args: argparse.Namespace) -> int:

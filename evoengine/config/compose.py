@@ -30,7 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from evoengine.authoring.openevolve_format import is_openevolve_dir, problem_dict
 from evoengine.config.checks import ConfigValueError
-from evoengine.config.schema import ProblemConfig, RunConfig
+from evoengine.config.nulls import not_null_message
+from evoengine.config.schema import MAX_NAME_LENGTH, ProblemConfig, RunConfig
 from evoengine.errors import causes, first_line
 from evoengine.paths import resource_dir
 
@@ -107,25 +108,66 @@ def _register(overrides: list[str], config_name: str = "config") -> list[str]:
     store.store(name="run_schema", node=RunConfig)
     problems = discover_problems()
     rewritten = []
+    chosen = _default_problem(config_name)
     for override in overrides:
         _check_group_choice(override)
-        match = re.fullmatch(r"problem=(.+)", override)
-        if match and match.group(1) not in problems:
-            folder = Path(match.group(1)).expanduser()
-            if folder.is_dir():
-                problems[folder.resolve().name] = folder.resolve()
-                override = f"problem={folder.resolve().name}"
-            elif not (resource_dir("conf") / "problem" / f"{match.group(1)}.yaml").is_file():
-                known = ", ".join(sorted(problems)) or "none"
-                raise ConfigError(f"problem: unknown problem {match.group(1)!r}; known: {known} "
-                                  "(or give a problem folder's path)")
+        key, has_value, value = override.partition("=")
+        if key == "problem" and has_value:
+            chosen = _problem_choice(override_value(value), problems)
+            override = f"problem={_quoted(chosen)}"
         rewritten.append(override)
     parse_overrides(rewritten, "a run")  # Hydra's own words for a bad one name none
-    chosen = [o.split("=", 1)[1] for o in rewritten if o.startswith("problem=")]
-    for name in _problems_needed(chosen[-1] if chosen else _default_problem(config_name),
-                                 problems):
+    for name in _problems_needed(chosen, problems):
         store.store(group="problem", name=name, node=load_problem_yaml(problems[name]))
     return rewritten
+
+
+def _problem_choice(value: str, problems: dict[str, Path]) -> str:
+    """The problem ``problem=VALUE`` names: a known one, a problem folder (added to
+    ``problems`` under its basename) or a ``conf/problem/<VALUE>.yaml``."""
+    if not value.strip():
+        raise ConfigError("problem: no problem given; give a problem name (problem=bin_packing; "
+                          "`evo problems` lists them) or a problem folder (problem=path/to/dir)")
+    if value in problems:
+        return value
+    folder = Path(value).expanduser()
+    if folder.is_dir():
+        problems[folder.resolve().name] = folder.resolve()
+        return folder.resolve().name
+    if not (resource_dir("conf") / "problem" / f"{value}.yaml").is_file():
+        known = ", ".join(sorted(problems)) or "none"
+        raise ConfigError(f"problem: unknown problem {value!r}; known: {known} "
+                          "(or give a problem folder's path)")
+    return value
+
+
+def override_value(text: str) -> str:
+    """An override's VALUE as Hydra's grammar reads it when that is a string (quotes
+    taken off: ``'my dir/x'`` -> ``my dir/x``); else ``text`` as given (``~/x``, which
+    the grammar refuses, or ``null``)."""
+    try:
+        value = _hydra_value(text)
+    except OverrideParseException:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def _hydra_value(text: str) -> Any:
+    """What Hydra's grammar makes of ``KEY=text``'s value."""
+    return OverridesParser.create().parse_overrides([f"key={text}"])[0].value()
+
+
+def _quoted(name: str) -> str:
+    """``name`` as an override's VALUE that Hydra's grammar reads back as ``name``:
+    as it is, or in quotes (a folder name with a space)."""
+    for text in (name, f"'{name}'"):
+        try:
+            if _hydra_value(text) == name:
+                return text
+        except OverrideParseException:
+            pass
+    raise ConfigError(f"problem: a folder named {name!r} cannot be given as a problem; "
+                      "rename it (letters, digits, spaces, - and _)")
 
 
 def _check_group_choice(override: str) -> None:
@@ -138,7 +180,7 @@ def _check_group_choice(override: str) -> None:
     if not has_value or group == "problem" or not folder.is_dir():
         return
     choices = sorted(path.stem for path in folder.glob("*.yaml"))
-    if value not in choices:
+    if override_value(value) not in choices:
         raise ConfigError(f"{group}: no option {value!r}; choose one of {', '.join(choices)} "
                           f"(e.g. {group}={choices[0]}), or set its keys as {group}.KEY=VALUE")
 
@@ -218,7 +260,11 @@ def validate_tree(node: Any) -> None:
 def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
     """Compose, type-check and validate; return the typed config and its YAML-able node."""
     cfg = compose_config(overrides)
-    return to_run_config(cfg), cfg
+    config = to_run_config(cfg)
+    if config.name is not None and len(config.name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"name: is {len(config.name)} characters long; give at most "
+                          f"{MAX_NAME_LENGTH} (it names the run's folder)")
+    return config, cfg
 
 
 # Keys that say which run this is: a resume that changed them would store a config
@@ -245,6 +291,7 @@ def apply_overrides(stored: DictConfig, overrides: list[str]) -> DictConfig:
                               "stored config (search.max_evaluations=500, say); +KEY and ~KEY "
                               "are for `evo run`")
         if key in groups:
+            _check_group_choice(override)  # no such option: not worth a new run either
             raise ConfigError(f"{key}: a resumed run keeps its {key} config; change single "
                               f"values ({key}.KEY=VALUE), or start a new run: evo run {override}")
         if key in _KEPT_ON_RESUME:
@@ -308,6 +355,11 @@ def _hydra_message(exc: BaseException) -> str:
         name = override.group(1) if override else key.group(2) or key.group(1)
         return (f"{name}: unknown config key; check its spelling (`evo run --cfg` prints "
                 "every key), or use +KEY=VALUE only for free-form maps")
+    null = re.search(r"(?:is not Optional|is not optional and cannot be assigned None|"
+                     r"Incompatible value 'None' for field of type '\w+')\n\s*full_key: (\S+)",
+                     text)
+    if null:
+        return not_null_message(null.group(1))
     bad_value = re.search(r"Value '(.*?)' (?:of type '[^']*' )?(?:could not be converted to|"
                           r"is not a valid) (\w+)[^\n]*\n\s*full_key: (\S+)", text)
     if bad_value:

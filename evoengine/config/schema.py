@@ -22,6 +22,10 @@ from evoengine.config.scale_schema import ExecutorConfig, RayConfig
 # scoring); an infinite one overflowed the sandbox's integer limits.
 MAX_TIMEOUT_S = 86_400.0
 MAX_ISLANDS = 1000  # a million islands wrote a million seed copies before the first child
+# The longest name= of a new run (its folder; 300 characters gave "File name too long").
+# Checked by compose.load_run_config, not RunConfig.validate: `evo resume` keeps a run's
+# name, which an older run, or one named after a long problem name, may have longer.
+MAX_NAME_LENGTH = 100
 
 
 @dataclass
@@ -273,7 +277,9 @@ class RunConfig:
         _require(self.ui in ("auto", "rich", "plain", "none"), "ui",
                  f"unknown ui {self.ui!r}; choose auto, rich, plain or none")
         _require(self.name is None or ("/" not in self.name and self.name not in ("", ".", "..")),
-                 "name", "must be a plain folder name")
+                 "name", "must be a plain folder name")  # its length: MAX_NAME_LENGTH
+        _require(bool(self.runs_dir.strip()), "runs_dir", "is empty; give the folder that "
+                 "holds the runs, e.g. runs_dir=runs (runs_dir=. for this one)")
         _require(not self.rl.enabled or (self.llm.provider == "vllm" and not self.llm.replay),
                  "rl.enabled", "fine-tunes an in-process model: use llm=vllm (no llm.replay)")
         # The model proxy is a socket on this machine, and its token changes with every
