@@ -15,13 +15,13 @@ import contextlib
 import dataclasses
 import math
 import numbers
-import threading
 import time
 from typing import Any
 
 from evoengine.archive.storable import storable_text
 from evoengine.errors import UserError
 from evoengine.evaluation.cascade import Stage, passes, plan_stages
+from evoengine.evaluation.daemon_threads import DaemonThreads
 from evoengine.evaluation.grading import EvaluationJobs, output_module
 from evoengine.evaluation.problem import Problem, describe_error
 from evoengine.evaluation.result import ErrorKind, EvaluationResult
@@ -46,6 +46,7 @@ class Evaluator:
         self.limits = limits
         self.proxy = proxy
         self.jobs = EvaluationJobs(problem)
+        self._score_threads = DaemonThreads("evo-score")
 
     async def evaluate(self, code: str, split: str = "train") -> EvaluationResult:
         total = len(self.problem.instances(split))
@@ -138,11 +139,11 @@ class Evaluator:
                                 cpu_s=cpu_s + (time.process_time() - started))
 
     async def _score(self, output: Any, instances: list[Any]) -> Any:
-        """score.py's ``score()`` off the event loop, in a daemon thread, within
-        ``problem.score_timeout_s``: ScorerTimeout past it. A thread cannot be killed,
-        so one that never returns is left behind; being a daemon, it holds up neither
-        Ctrl-C nor the exit (the default executor's threads are joined at exit, and a
-        stuck scorer hung the run for good)."""
+        """score.py's ``score()`` off the event loop, on a daemon thread
+        (``daemon_threads.py``), within ``problem.score_timeout_s``: ScorerTimeout past
+        it. A thread cannot be killed, so one that never returns is left behind; being
+        a daemon, it holds up neither Ctrl-C nor the exit (the default executor's
+        threads are joined at exit, and a stuck scorer hung the run for good)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
@@ -157,7 +158,7 @@ class Evaluator:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(*settle)
 
-        threading.Thread(target=work, name="evo-score", daemon=True).start()
+        self._score_threads.submit(work)
         limit = self.problem.config.score_timeout_s
         try:
             return await asyncio.wait_for(future, limit)
