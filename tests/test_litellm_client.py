@@ -7,12 +7,18 @@ which cannot be reached here; litellm talks to it as an OpenAI-compatible api_ba
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from evoengine.config.llm_schema import LLMConfig
-from evoengine.llm.litellm_client import LiteLLMClient
-from evoengine.llm.scripted_server import ScriptedServer, error, malformed, reply
+from evoengine.llm.body_cap import body_limit
+from evoengine.llm.litellm_client import _HANDLER_ROUTE, _SDK_ROUTE, LiteLLMClient
+from evoengine.llm.scripted_server import ScriptedServer, error, flood, malformed, reply
 from evoengine.llm.types import LLMError
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -28,7 +34,13 @@ def _client(server: ScriptedServer, **overrides: object) -> LiteLLMClient:
 
 
 def _complete(client: LiteLLMClient):
-    return asyncio.run(client.complete(MESSAGES, temperature=0.5, max_tokens=64, seed=3))
+    async def go():
+        try:
+            return await client.complete(MESSAGES, temperature=0.5, max_tokens=64, seed=3)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
 
 
 def test_reply_tokens_and_configured_price() -> None:
@@ -121,3 +133,120 @@ def test_missing_credentials_at_call_time_are_not_retried(monkeypatch) -> None:
         client._api_key = None  # as if the key vanished after start-up
         _complete(client)
     assert info.value.kind == "auth" and not s.requests
+
+
+# -- a reply that does not end (evoengine/llm/body_cap.py) ----------------------------
+
+
+def _calls(client: LiteLLMClient, count: int) -> list[str | LLMError]:
+    """``count`` calls in turn through one client, then closed: each reply's text, or
+    its error."""
+    async def go() -> list[str | LLMError]:
+        out: list[str | LLMError] = []
+        try:
+            for _ in range(count):
+                try:
+                    out.append((await client.complete(MESSAGES, temperature=0.5,
+                                                      max_tokens=64)).text)
+                except LLMError as exc:
+                    out.append(exc)
+        finally:
+            await client.close()
+        return out
+
+    return asyncio.run(go())
+
+
+def _soon(check: Callable[[], Any], within_s: float = 10.0) -> Any:
+    """``check()`` once it is truthy (a server thread records a flood when the client
+    hangs up, a moment after the call returned)."""
+    deadline = time.monotonic() + within_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
+
+
+@pytest.mark.parametrize("model", ["openai/scripted-model", "hosted_vllm/scripted-model"],
+                         ids=["openai-sdk-route", "litellm-http-handler-route"])
+def test_an_endless_body_is_cut_off_and_the_client_goes_on(model: str) -> None:
+    """litellm read a reply whole, as the SDK did for llm=openai: a 300 MB body took the
+    engine to 780 MB. Now it stops at the most a reply under llm.max_reply_chars can
+    take, on both of litellm's routes, and the call fails as malformed, not retried."""
+    with ScriptedServer([flood(2000), "next reply"]) as s:
+        first, second = _calls(_client(s, model=model, max_reply_chars=1000), 2)
+        assert len(s.requests) == 2  # not retried: it would flood again
+        assert _soon(lambda: s.flooded)[0] < 50_000_000  # of 2,000 MB (socket buffers)
+    assert isinstance(first, LLMError) and first.kind == "malformed"
+    assert str(first) == (
+        f"the reply from {model} at {s.base_url} passed {body_limit(1000):,} bytes before "
+        "it ended (the most a reply of llm.max_reply_chars=1,000 can take); lower "
+        "llm.max_tokens or raise llm.max_reply_chars")
+    assert second == "next reply"
+
+
+def test_no_reply_cap_reads_the_whole_body() -> None:
+    with ScriptedServer([flood(5), "fine"]) as s:
+        (only,) = _calls(_client(s, max_reply_chars=None), 1)
+        assert _soon(lambda: s.flooded) == [5_000_000]  # read to the end
+    assert only == "fine"  # the truncated JSON was retried as before
+    assert len(s.requests) == 2
+
+
+class _FloodAnything(http.server.BaseHTTPRequestHandler):
+    """Answers every POST, whatever its path (Anthropic's, Gemini's, Ollama's, ...: the
+    scripted server answers OpenAI's only), with a 200 whose body does not end."""
+
+    server: Any
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.posts.append(self.path)
+        sent = 0
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            while sent < 2_000_000_000:
+                self.wfile.write(b" " * 65536)
+                sent += 65536
+        except OSError:
+            pass  # the client hung up
+        self.server.flooded.append(sent)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def flooding_server() -> Iterator[Any]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FloodAnything)
+    server.daemon_threads = True
+    server.posts, server.flooded = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("provider", sorted(_SDK_ROUTE | _HANDLER_ROUTE))
+def test_every_provider_given_a_capped_client_is_cut_off(
+        provider: str, flooding_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each provider the client hands a capped client really reads through it: a
+    client of the wrong kind, or one litellm ignores, would show here."""
+    monkeypatch.setenv("DATAROBOT_API_TOKEN", "not-needed")  # datarobot wants one
+    server = flooding_server
+    server.posts.clear()
+    server.flooded.clear()
+    port = server.server_address[1]
+    client = LiteLLMClient(LLMConfig(  # uncapped, the call would time out
+        provider="litellm", model=f"{provider}/scripted-model", max_reply_chars=1000,
+        base_url=f"http://127.0.0.1:{port}/v1", timeout_s=5.0, max_retries=0))
+    (only,) = _calls(client, 1)
+    assert isinstance(only, LLMError) and only.kind == "malformed", only
+    assert f"passed {body_limit(1000):,} bytes" in str(only)
+    assert len(server.posts) == 1  # neither the engine nor the SDK asked again
+    assert _soon(lambda: server.flooded)[0] < 50_000_000

@@ -5,7 +5,8 @@ the SDK reads the whole body first, so a server that streams on (a runaway model
 broken proxy) could fill the engine's memory before that check ran: a 300 MB body took
 the process to 940 MB, and eight requests run at once. An httpx response hook wraps
 the body's stream in one that stops with :class:`BodyTooLarge` once the body passes
-:func:`body_limit` bytes, which the client reports as a ``malformed`` reply.
+:func:`body_limit` bytes, which the client reports as a ``malformed`` reply. Both the
+``openai`` client and ``llm=litellm`` (``litellm_client.py``) install it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def capping_hook(limit: int) -> Callable[[Any], Awaitable[None]]:
         response.stream = CappedStream(response.stream)
 
     return hook
+
+
+def too_large_message(source: str, limit: int, max_reply_chars: int) -> str:
+    """The one line a client reports when the body from ``source`` was cut off."""
+    return (f"the reply from {source} passed {limit:,} bytes before it ended (the most a "
+            f"reply of llm.max_reply_chars={max_reply_chars:,} can take); lower "
+            "llm.max_tokens or raise llm.max_reply_chars")
 
 
 def too_large(exc: BaseException) -> BodyTooLarge | None:

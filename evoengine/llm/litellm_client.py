@@ -9,6 +9,21 @@ table is never fetched from the network), otherwise cost is 0.
 
 litellm is imported lazily and pinned to the range tested here (extra ``litellm``).
 Its own retries are off; the engine's policy (``evoengine.llm.retry``) applies.
+
+As for ``llm=openai``, at most ``body_limit(llm.max_reply_chars)`` bytes of a reply's
+body are read (``body_cap.py``): a longer one fails as ``malformed``, not retried.
+litellm reads a reply through one of two kinds of client, and takes ours as
+``acompletion(client=...)``: an ``openai.AsyncOpenAI`` on its OpenAI-compatible route
+(``openai/``, ``custom_openai/``, ``deepinfra/``, ``lm_studio/``, ...: ``_SDK_ROUTE``),
+a litellm ``AsyncHTTPHandler`` on its own HTTP handler (``hosted_vllm/``, ``ollama/``,
+``anthropic/``, ``gemini/``, ...: ``_HANDLER_ROUTE``). Each client is this object's
+own, built by litellm's ``AsyncHTTPHandler`` (its transport, TLS and proxy settings)
+with the capping hook added, and closed by :meth:`LiteLLMClient.close`; nothing
+process-wide is changed. A client of the wrong kind breaks a route, so only the
+providers checked against litellm 1.106 get one; the others (``azure/``,
+``bedrock/``, ``vertex_ai/``, ``sagemaker/``, ``cohere/``, ...) read the whole body
+with litellm's own clients, and ``llm.max_reply_chars`` refuses a long reply after it
+arrived.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import time
 from typing import Any
 
 from evoengine.config.llm_schema import LLMConfig
+from evoengine.llm.body_cap import body_limit, capping_hook, too_large, too_large_message
 from evoengine.llm.retry import Failure, call_with_retries, one_line
 from evoengine.llm.types import Completion, LLMError, token_count
 
@@ -35,6 +51,48 @@ _KINDS = (
     ("ContextWindowExceededError", "bad_request", False),
     ("BadRequestError", "bad_request", False), ("APIError", "server", True),
 )
+
+# The providers whose requests litellm 1.106 sends through a client given as
+# ``acompletion(client=...)``, by the kind of client each route takes (each checked:
+# tests/test_litellm_client.py floods every one). Its OpenAI-compatible route takes
+# an ``openai.AsyncOpenAI``:
+_SDK_ROUTE = frozenset({
+    "openai", "custom_openai", "aiml", "ai21", "ai21_chat", "apertis", "assemblyai",
+    "baseten", "cerebras", "charity_engine", "chutes", "codestral", "cognition",
+    "cortecs", "darkbloom", "dashscope", "deepinfra", "docker_model_runner", "empower",
+    "featherless_ai", "friendliai", "galadriel", "github", "helicone", "hyperbolic",
+    "inception", "lambda_ai", "libertai", "litellm_proxy", "llamafile", "lm_studio",
+    "meta", "meta_llama", "modelscope", "moonshot", "nano-gpt", "nebius", "neosantara",
+    "novita", "nscale", "nvidia_nim", "parasail", "perplexity", "pinstripes", "poe",
+    "prism", "publicai", "qwen_ai_platform", "qwencloud", "reka", "sail", "sambanova",
+    "scaleway", "scx-ai", "synthetic", "tencent", "tensormesh", "vercel_ai_gateway",
+    "volcengine", "wandb", "xiaomi_mimo", "xinference", "zai",
+})
+# its own HTTP handler a litellm ``AsyncHTTPHandler``:
+_HANDLER_ROUTE = frozenset({
+    "anthropic", "azure_ai", "bedrock_mantle", "cometapi", "compactifai", "databricks",
+    "datarobot", "deepseek", "edenai", "fireworks_ai", "gemini", "groq", "heroku",
+    "hosted_vllm", "huggingface", "lemonade", "minimax", "mistral", "nadir", "ollama",
+    "ollama_chat", "openrouter", "ovhcloud", "snowflake", "together_ai", "xai",
+})
+
+
+def _no_retry_sdk(openai: Any) -> Any:
+    """``openai.AsyncOpenAI`` whose own retries stay off. litellm sets the client's
+    ``max_retries`` to its default of 2 for providers whose parameters leave
+    ``max_retries`` out (``deepinfra``, ``nvidia_nim``, ...), and the SDK would ask a
+    flooding server twice more; the engine retries (``evoengine.llm.retry``)."""
+
+    class NoRetryAsyncOpenAI(openai.AsyncOpenAI):  # type: ignore[misc]
+        @property
+        def max_retries(self) -> int:
+            return 0
+
+        @max_retries.setter
+        def max_retries(self, value: int) -> None:
+            pass
+
+    return NoRetryAsyncOpenAI
 
 
 class LiteLLMClient:
@@ -60,6 +118,54 @@ class LiteLLMClient:
             self._api_key = "not-needed"  # local servers need no key
         self._require_credentials()
         self._rng = random.Random()
+        self._limit = body_limit(config.max_reply_chars)
+        self._route = self._plan_route()
+        self._handler: Any = None  # litellm's AsyncHTTPHandler, capped; made on first use
+        self._sdk: Any = None  # an openai.AsyncOpenAI over the handler's HTTP client
+
+    def _provider(self) -> tuple[str, str | None, str | None]:
+        """The provider litellm picks for the model, with the key and base URL it
+        resolves for it (``get_llm_provider``, as ``acompletion`` calls it)."""
+        _, provider, key, base = self._litellm.get_llm_provider(
+            model=self.model, api_base=self.config.base_url, api_key=self._api_key)
+        return provider, key, base
+
+    def _plan_route(self) -> str | None:
+        """The kind of capped client litellm takes for the model: "sdk", "handler",
+        or None (none: no cap asked for, or a provider not checked)."""
+        if self._limit is None:
+            return None
+        try:
+            provider = self._provider()[0]
+        except Exception:  # a model string it cannot place: the first call will say so
+            return None
+        return "sdk" if provider in _SDK_ROUTE else (
+            "handler" if provider in _HANDLER_ROUTE else None)
+
+    def _capped_client(self) -> Any:
+        """The client to hand to ``acompletion`` (None: litellm's own)."""
+        if self._route is None or self._limit is None:
+            return None
+        if self._handler is None:
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            self._handler = AsyncHTTPHandler(
+                timeout=self.config.timeout_s,
+                event_hooks={"response": [capping_hook(self._limit)]})
+        if self._route == "handler":
+            return self._handler
+        if self._sdk is None:
+            import openai
+            from litellm.llms.openai.common_utils import get_openai_credentials
+
+            # the base URL and key litellm would give the SDK client it builds itself
+            # (with no key, the SDK raises here as it would there: reported as "auth")
+            _, key, base = self._provider()
+            found = get_openai_credentials(api_base=base, api_key=key or self._api_key)
+            self._sdk = _no_retry_sdk(openai)(
+                api_key=found.api_key, base_url=found.api_base,
+                timeout=self.config.timeout_s, http_client=self._handler.client)
+        return self._sdk
 
     def _require_credentials(self) -> None:
         """Refuse to start when litellm knows the provider's key variable and it is
@@ -90,7 +196,12 @@ class LiteLLMClient:
                           cost=self._cost(response, prompt_tokens, completion_tokens))
 
     async def close(self) -> None:
-        return None
+        sdk, handler = self._sdk, self._handler
+        self._sdk = self._handler = None
+        if sdk is not None:
+            await sdk.close()  # closes the handler's HTTP client it reads through
+        if handler is not None:
+            await handler.close()
 
     async def _attempt(self, messages: list[dict[str, str]], temperature: float,
                        max_tokens: int, seed: int | None) -> tuple[Any, tuple[str, int, int]]:
@@ -105,6 +216,9 @@ class LiteLLMClient:
         if self._api_key:
             kwargs["api_key"] = self._api_key
         try:
+            client = self._capped_client()
+            if client is not None:
+                kwargs["client"] = client
             response = await asyncio.wait_for(self._litellm.acompletion(**kwargs),
                                               timeout=self.config.timeout_s)
         except asyncio.TimeoutError:
@@ -115,6 +229,13 @@ class LiteLLMClient:
         return response, self._parse(response)
 
     def _classify(self, exc: Exception) -> Failure:
+        flooded = too_large(exc)
+        if flooded is not None and self.config.max_reply_chars is not None:
+            # it would flood again: not retried
+            base = self.config.base_url
+            source = f"{self.model} at {base}" if base else self.model
+            return Failure("malformed", too_large_message(
+                source, flooded.limit, self.config.max_reply_chars), retry=False)
         names = {cls.__name__ for cls in type(exc).__mro__}
         status = getattr(exc, "status_code", None)
         detail = one_line(getattr(exc, "message", None) or exc, 200)

@@ -58,7 +58,7 @@ from typing import Any
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.errors import causes
-from evoengine.llm.body_cap import body_limit, capping_hook, too_large
+from evoengine.llm.body_cap import body_limit, capping_hook, too_large, too_large_message
 from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
 from evoengine.llm.retry import one_line as _one_line
 from evoengine.llm.types import Completion, LLMError, token_count
@@ -240,11 +240,9 @@ class OpenAIClient:
         except openai.APIConnectionError as exc:
             flooded = too_large(exc)
             if flooded is not None:
-                raise Failure("malformed", f"the reply from {self.base_url} passed "
-                              f"{flooded.limit:,} bytes before it ended (the most a reply of "
-                              f"llm.max_reply_chars={self.config.max_reply_chars:,} can take); "
-                              "lower llm.max_tokens or raise llm.max_reply_chars",
-                              retry=False) from None
+                raise Failure("malformed", too_large_message(
+                    str(self.base_url), flooded.limit, self.config.max_reply_chars or 0),
+                    retry=False) from None
             cause = exc.__cause__ or exc.__context__
             detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
             raise Failure("connection", f"could not reach {self.base_url} ({detail})",
