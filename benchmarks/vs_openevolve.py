@@ -99,7 +99,7 @@ from evoengine.evaluation.scoring import ScoreResult
 
 
 def load_instances(split, spec, data_dir):
-    return []
+    return [None]  # one instance, which the harness ignores (a split may not be empty)
 
 
 def score(outputs, instances):
