@@ -236,3 +236,34 @@ def test_a_nul_from_a_candidate_or_a_model_does_not_stop_a_run_on_postgresql(
             Program.error == "crash")).scalars().all()
     engine.dispose()
     assert feedback and all("bad \ufffd value" in text for text in feedback)
+
+
+def test_generated_run_names_move_on_past_ones_taken_on_a_shared_server(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Runs started in the same second on other machines (a job array against one
+    server) took `<problem>-<date>-<time>` first; the next one stopped with "already
+    exists". A generated name now moves on to `...-2`, as it does for local folders."""
+    from datetime import datetime, timedelta
+
+    from evoengine.config.compose import load_run_config
+    from evoengine.controller.setup import start_run
+
+    config, _ = load_run_config(["problem=bin_packing_quick", "llm=gp", "ui=none",
+                                 f"db.url={postgres_url}", f"runs_dir={tmp_path}"])
+    engine = make_engine(postgres_url)
+    now = datetime.now()
+    elsewhere = [f"{config.problem.name}-{now + timedelta(seconds=s):%Y%m%d-%H%M%S}"
+                 for s in range(60)]  # as other machines named theirs, this minute
+    for name in elsewhere:
+        ArchiveStore.create_run(engine, name, config.problem.name, 0, {})
+    context = start_run(config)
+    try:
+        assert config.name in {f"{name}-2" for name in elsewhere}
+        assert [p.name for p in tmp_path.iterdir()] == [config.name]  # no folder left over
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count(Run.id))).scalar() == 61
+    finally:
+        assert context.lock is not None
+        context.lock.release()
+        context.store.engine.dispose()
+        engine.dispose()

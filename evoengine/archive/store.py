@@ -44,6 +44,14 @@ class StoreError(RuntimeError):
     """The archive database cannot be used as asked; the message says why."""
 
 
+class RunNameTaken(StoreError):
+    """The database already holds a run of that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a run named {name!r} already exists in this database; use "
+                         "`evo resume` or pick another name=")
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
@@ -157,14 +165,12 @@ class ArchiveStore:
         with engine.begin() as conn:
             existing = conn.execute(select(Run.id).where(Run.name == name)).first()
             if existing is not None:
-                raise StoreError(f"a run named {name!r} already exists in this database; "
-                                 f"use `evo resume` or pick another name=")
+                raise RunNameTaken(name)
             try:  # another controller may take the name between the check and here
                 result = conn.execute(insert(Run).values(
                     name=name, problem=problem, seed=seed, config=config, status="running"))
             except IntegrityError as exc:
-                raise StoreError(f"a run named {name!r} already exists in this database; "
-                                 f"use `evo resume` or pick another name=") from exc
+                raise RunNameTaken(name) from exc
             return cls(engine, int(result.inserted_primary_key[0]))
 
     @classmethod

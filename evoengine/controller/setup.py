@@ -17,7 +17,13 @@ from sqlalchemy.exc import ArgumentError
 from evoengine.archive.archive import Archive
 from evoengine.archive.grid import FeatureSpace
 from evoengine.archive.run_lock import RunLock
-from evoengine.archive.store import ArchiveStore, StoreError, make_engine, sqlite_url
+from evoengine.archive.store import (
+    ArchiveStore,
+    RunNameTaken,
+    StoreError,
+    make_engine,
+    sqlite_url,
+)
 from evoengine.config.changes import config_changes, describe_changes
 from evoengine.config.compose import (
     ConfigError,
@@ -38,6 +44,9 @@ from evoengine.mutation.self_modify import SELF_MODIFY_NOTE, SelfModifyMutator, 
 from evoengine.mutation.types import Mutator
 from evoengine.paths import ARCHIVE_FILE
 from evoengine.terminal import command_line
+
+# Generated run names of one second: NAME, NAME-2, ... NAME-99.
+_MAX_NAME_TRIES = 99
 
 
 @dataclass
@@ -119,20 +128,33 @@ class _Parts:
 def start_run(config: RunConfig) -> RunContext:
     """Create the run folder and its database row; fails if the run already exists."""
     parts = _Parts.build(config)
-    run_dir, made = _make_run_dir(config)
-    db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
-    try:
-        engine = make_engine(db_url, config.db.echo)
-        plain = storable_config(config)
-        # The row first: on a shared database the name may be taken, and then the folder
-        # of that run (its config.yaml) must stay as it is.
-        store = ArchiveStore.create_run(engine, config.name, config.problem.name,
-                                        config.seed, plain)
-    except BaseException:
-        if made:  # ours and still empty (db.url elsewhere): the name stays free
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
-        raise
+    generated = config.name is None
+    taken: set[str] = set()  # generated names another run holds in a shared database
+    while True:
+        run_dir, made = _make_run_dir(config, taken)
+        db_url = config.db.url or sqlite_url(run_dir / ARCHIVE_FILE)
+        engine = None
+        try:
+            engine = make_engine(db_url, config.db.echo)
+            plain = storable_config(config)
+            # The row first: on a shared database the name may be taken, and then the
+            # folder of that run (its config.yaml) must stay as it is.
+            store = ArchiveStore.create_run(engine, config.name, config.problem.name,
+                                            config.seed, plain)
+            break
+        except BaseException as exc:
+            if made:  # ours and still empty (db.url elsewhere): the name stays free
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            # runs started in the same second on other machines (a job array on one
+            # server): a generated name moves on to the next free one, as for folders
+            if not (generated and isinstance(exc, RunNameTaken)
+                    and len(taken) < _MAX_NAME_TRIES):
+                raise
+            assert config.name is not None and engine is not None
+            taken.add(config.name)
+            config.name = None
+            engine.dispose()
     lock = RunLock.acquire(engine, store.run_id, config.name)
     OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
     context = parts.assemble(config, run_dir, db_url, store, next_step=0)
@@ -140,11 +162,12 @@ def start_run(config: RunConfig) -> RunContext:
     return context
 
 
-def _make_run_dir(config: RunConfig) -> tuple[Path, bool]:
+def _make_run_dir(config: RunConfig, taken: set[str]) -> tuple[Path, bool]:
     """``runs_dir/name``, made, and whether this call made it (a named run's folder
     may be there already). Without ``name=``, a fresh folder named after the problem
     and the time, claimed by ``mkdir`` (another run started in the same second, even in
-    another process, gets ``...-2``); ``config.name`` is set to it."""
+    another process, gets ``...-2``), and not one of the ``taken`` names; ``config.name``
+    is set to it."""
     if config.name is not None:
         run_dir = Path(config.runs_dir) / config.name
         if (run_dir / ARCHIVE_FILE).exists():
@@ -159,7 +182,9 @@ def _make_run_dir(config: RunConfig) -> tuple[Path, bool]:
                               "name=") from None
         return run_dir, made
     base = f"{config.problem.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    for name in (base, *(f"{base}-{n}" for n in range(2, 100))):
+    for name in (base, *(f"{base}-{n}" for n in range(2, _MAX_NAME_TRIES + 1))):
+        if name in taken:
+            continue
         run_dir = Path(config.runs_dir) / name
         try:
             _mkdir(run_dir, exist_ok=False)
@@ -167,8 +192,8 @@ def _make_run_dir(config: RunConfig) -> tuple[Path, bool]:
             continue
         config.name = name
         return run_dir, True
-    raise ConfigError(f"runs_dir: {config.runs_dir} already holds runs {base} to "
-                      f"{base}-99; give name=")
+    raise ConfigError(f"runs_dir: {config.runs_dir} (or the database) already holds runs "
+                      f"{base} to {base}-{_MAX_NAME_TRIES}; give name=")
 
 
 def _mkdir(run_dir: Path, exist_ok: bool) -> None:
