@@ -260,6 +260,7 @@ def test_exception_is_crash_with_message(sandbox, job):
 def test_oversized_or_unserialisable_output_is_invalid(sandbox, job):
     big = run(sandbox, "def f(x):\n    return 'x' * 200_000\n", job)
     assert big.error is ErrorKind.INVALID_OUTPUT, big
+    assert big.message == "output larger than 100000 bytes (sandbox.max_output_mb)"
     odd = run(sandbox, "def f(x):\n    return object()\n", job)
     assert odd.error is ErrorKind.INVALID_OUTPUT, odd
     nan = run(sandbox, "def f(x):\n    return float('nan')\n", job)
