@@ -249,7 +249,8 @@ def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
     status, data = outcome["status"], outcome["data"]
     if outcome["timed_out"]:
         reply.update(error="timeout",
-                     message=f"wall-clock limit of {limits['timeout_s']} s exceeded")
+                     message=f"wall-clock limit of {limits['timeout_s']} s exceeded "
+                             "(problem.timeout_s)")
     elif outcome["overflow"]:
         reply.update(error="invalid_output",
                      message=f"output larger than {limits['max_output_bytes']} bytes "
@@ -263,7 +264,8 @@ def classify(outcome: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
         reply["signal"] = name
         cpu_limited = outcome["cpu_s"] >= float(limits["cpu_s"]) - 0.05
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_limited):
-            reply.update(error="timeout", message=f"CPU limit of {limits['cpu_s']} s exceeded")
+            reply.update(error="timeout", message=f"CPU limit of {limits['cpu_s']} s exceeded "
+                                                  "(problem.cpu_s)")
         elif sig == signal.SIGXFSZ:
             reply["message"] = (f"file size limit of {limits['max_file_mb']} MB exceeded "
                                 "(sandbox.max_file_mb)")

@@ -104,6 +104,7 @@ def test_infinite_loop_times_out_near_the_limit(sandbox, job):
     start = time.monotonic()
     result = run(sandbox, "def f(x):\n    while True:\n        pass\n", job, limits)
     assert result.error is ErrorKind.TIMEOUT, result
+    assert result.message == "wall-clock limit of 1.5 s exceeded (problem.timeout_s)"
     # Stopped by the limit rather than left running (a loose bound, not a speed target).
     assert time.monotonic() - start < 10
     assert_still_works(sandbox, job)
@@ -114,6 +115,7 @@ def test_cpu_limit_is_a_timeout(sandbox, job):
     start = time.monotonic()
     result = run(sandbox, "def f(x):\n    while True:\n        pass\n", job, limits)
     assert result.error is ErrorKind.TIMEOUT, result
+    assert result.message.startswith("CPU limit of 1 s exceeded (problem.cpu_s)"), result
     assert time.monotonic() - start < 15  # the CPU limit fired, not the 20 s wall clock
     assert_still_works(sandbox, job)
 
