@@ -260,3 +260,50 @@ def test_config_yaml_quoted_false_is_read_as_written(tmp_path: Path) -> None:
     config, _ = load_run_config([f"problem={folder}"])
     assert config.problem.splits["train"].spec["cascade"] is False
     assert config.problem.timeout_s == 20.0  # one call: no stages run
+
+
+def test_a_resume_after_the_evaluator_broke_stops_before_any_step(
+        run_evo, plain_dir: Path, tmp_path: Path) -> None:
+    """`evo run` refused an evaluator.py that does not parse, but `evo resume` did not
+    look again: every child crashed on it and the budget was spent."""
+    first = run_evo("run", f"problem={plain_dir}", "llm=gp", "search.max_evaluations=3",
+                    "sandbox=process", "ui=none", "name=oe")
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "runs" / "oe" / "archive.db"
+    before = archive_rows(db, "SELECT count(*) FROM evaluations")
+    (plain_dir / "evaluator.py").write_text(EVALUATOR.replace("def evaluate(program_path):",
+                                                              "def evaluate(program_path)"))
+    resumed = run_evo("resume", "runs/oe", "search.max_evaluations=12")
+    assert resumed.returncode == 2, resumed.stdout
+    assert resumed.stderr == (f"evo: error: {plain_dir / 'evaluator.py'} does not parse: "
+                              "expected ':' (line 8); fix it\n")
+    assert archive_rows(db, "SELECT count(*) FROM evaluations") == before
+
+
+@pytest.mark.parametrize("evaluator,says", [
+    ("def evaluate(program_path):\n    return None\n",
+     "TypeError: the evaluator returned NoneType"),
+    ("import not_installed_anywhere\n\n\ndef evaluate(program_path):\n    return {}\n",
+     "No module named 'not_installed_anywhere' (at evaluator.py:1"),
+])
+def test_a_seed_failing_in_the_evaluator_points_at_it(run_evo, tmp_path: Path,
+                                                      evaluator: str, says: str) -> None:
+    """The hint for a problem's own harness ("it broke in the problem's harness.py")
+    was given for the engine's OpenEvolve adapter, a file the user does not have."""
+    folder = write_dir(tmp_path / "oe_bug", evaluator)
+    run = run_evo("run", f"problem={folder}", "llm=gp", "search.max_evaluations=3",
+                  "sandbox=process", "ui=none")
+    assert run.returncode == 2, run.stdout
+    message = run.stderr.strip()
+    assert says in message and "harness.py: check it" not in message, message
+    assert message.endswith("; it broke in the problem's evaluator.py, not necessarily in "
+                            "the seed: check evaluate() and what it imports and returns")
+
+
+def test_an_empty_program_is_named_as_such(run_evo, tmp_path: Path) -> None:
+    folder = write_dir(tmp_path / "oe_empty", EVALUATOR, program="# nothing yet\n")
+    run = run_evo("eval", f"problem={folder}", f"program={folder / 'initial_program.py'}")
+    assert run.returncode == 2
+    assert run.stderr == (f"evo: error: {folder / 'initial_program.py'}: it holds no code, so "
+                          "there is nothing to evolve; put the code to evolve (at least the "
+                          "function the search changes) in it\n")

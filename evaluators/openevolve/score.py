@@ -78,6 +78,15 @@ def load_instances(split: str, spec: Mapping[str, Any], data_dir: Path) -> list[
                                  "files go to the sandbox: copy the file in instead")
     exclude = {str(spec.get("program_file", "initial_program.py"))}
     files = collect_files(root, exclude, float(spec.get("max_files_mb", DEFAULT_MAX_FILES_MB)))
+    source = files.get(evaluator_file, {}).get("text")
+    if source is None:
+        raise OpenEvolveDirError(f"{root / evaluator_file} is not UTF-8 text; save it as UTF-8")
+    try:  # checked here, on `evo resume` too: a broken evaluator would fail every child
+        compile(source, str(root / evaluator_file), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes
+        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise OpenEvolveDirError(f"{root / evaluator_file} does not parse: "
+                                 f"{getattr(exc, 'msg', None) or exc}{line}; fix it") from None
     return [{"evaluator_file": evaluator_file, "files": files,
              "cascade": bool(spec.get("cascade", True)),
              "thresholds": [float(t) for t in spec.get("thresholds", [])]}]

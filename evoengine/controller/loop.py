@@ -22,7 +22,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from evoengine.archive.archive import Work
 from evoengine.archive.records import ProgramRecord, code_hash
@@ -162,10 +161,7 @@ class Controller:
         result = await self.ctx.evaluator.evaluate(code)
         if not result.valid:
             first = (result.feedback.splitlines() or [""])[0]
-            harness = Path(self.ctx.problem.config.harness).name
-            hint = (f"; it broke in the problem's {harness}: check it, and that "
-                    "load_instances returns what it expects" if f"at {harness}:" in first
-                    else "")
+            hint = self.ctx.problem.seed_failure_hint(first)
             raise RunError(f"the seed program {self.ctx.problem.folder}/"
                            f"{self.ctx.problem.config.evolve_file} fails "
                            f"({result.error.value if result.error else 'invalid'}): "

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from evoengine.config.schema import ProblemConfig
+from evoengine.errors import UserError
 from evoengine.evaluation.sandbox.base import HarnessJob
 from evoengine.mutation.evolve_block import (
     END_MARKER,
@@ -114,17 +115,19 @@ class Problem:
         code = read_problem_file(path)
         try:
             body = split_evolve_block(code).body
+            place = ("the EVOLVE-BLOCK holds", "between the markers")
         except EvolveBlockError as exc:
             no_markers = START_MARKER not in code and END_MARKER not in code
             if not (config.evolve_whole_file and no_markers):
                 raise ProblemError(f"{path}: {exc}") from exc
             body = code if code.endswith("\n") or not code else code + "\n"
             code = f"{START_MARKER}\n{body}{END_MARKER}\n"
+            place = ("it holds", "in it")
         if not any(line.strip() and not line.strip().startswith("#")
                    for line in body.splitlines()):
-            raise ProblemError(f"{path}: the EVOLVE-BLOCK holds no code, so there is "
-                               "nothing to evolve; put the code to evolve (at least the "
-                               "function the search changes) between the markers")
+            raise ProblemError(f"{path}: {place[0]} no code, so there is nothing to evolve; "
+                               "put the code to evolve (at least the function the search "
+                               f"changes) {place[1]}")
         return code
 
     def _check_entry(self, config: ProblemConfig) -> None:
@@ -155,16 +158,36 @@ class Problem:
                                f"it has {', '.join(self.config.splits)}")
         if split not in self._instances:
             spec = dict(self.config.splits[split].spec)
-            where = f"{self.folder / self.config.scorer}: load_instances({split!r})"
+            where = f"{self.resolve(self.config.scorer)}: load_instances({split!r})"
             try:
                 loaded = self.scorer.load_instances(split, spec, self.folder / "data")
                 self._instances[split] = checked_instances(loaded, where)
             except ProblemError:
                 raise
+            except UserError as exc:  # an engine evaluator's: it names the file and the fix
+                raise ProblemError(str(exc)) from exc
             except Exception as exc:  # the problem's own code
                 raise ProblemError(f"{where} failed: "
                                    f"{describe_error(exc, self.folder)}") from exc
         return self._instances[split]
+
+    def seed_failure_hint(self, first_line: str) -> str:
+        """What to add to the error of a seed that fails with ``first_line``, when the
+        failure sits in the problem's own evaluation code rather than in the seed: its
+        harness (``at harness.py:``), or an OpenEvolve-format evaluator, which the
+        engine's harness calls (its errors name ``evaluator.py`` or "the evaluator")."""
+        harness = self.harness_path
+        if harness.resolve().is_relative_to(self.folder.resolve()):
+            if f"at {harness.name}:" in first_line:
+                return (f"; it broke in the problem's {harness.name}: check it, and that "
+                        "load_instances returns what it expects")
+            return ""
+        evaluator = self.config.splits["train"].spec.get("evaluator_file") \
+            if "train" in self.config.splits else None
+        if evaluator and (f"at {evaluator}:" in first_line or "the evaluator" in first_line):
+            return (f"; it broke in the problem's {evaluator}, not necessarily in the seed: "
+                    "check evaluate() and what it imports and returns")
+        return ""
 
     def load_all_splits(self) -> None:
         """Load and check every split now, before a run stores anything: a split that
