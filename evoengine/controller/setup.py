@@ -162,7 +162,8 @@ def start_run(config: RunConfig) -> RunContext:
     return context
 
 
-def _make_run_dir(config: RunConfig, taken: set[str]) -> tuple[Path, bool]:
+def _make_run_dir(config: RunConfig, taken: frozenset[str] | set[str] = frozenset()
+                  ) -> tuple[Path, bool]:
     """``runs_dir/name``, made, and whether this call made it (a named run's folder
     may be there already). Without ``name=``, a fresh folder named after the problem
     and the time, claimed by ``mkdir`` (another run started in the same second, even in
