@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 
 class UserError(ValueError):
     """Bad input or a missing prerequisite; the message says what to do next."""
+
+
+def read_utf8(path: Path, error: Callable[[str], Exception], label: str | None = None) -> str:
+    """The text of ``path``, or ``error(one line)`` saying why it cannot be read (not
+    UTF-8, missing, no permission); ``label`` names it in that line (default: the path)."""
+    shown = label or str(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{shown} is not UTF-8 text (byte {exc.start}); save it as "
+                    "UTF-8") from exc
+    except OSError as exc:
+        raise error(f"{shown} cannot be read: {exc.strerror or exc}") from exc
 
 
 def unwritable(exc: OSError, out: object) -> UserError:

@@ -201,3 +201,16 @@ def test_a_seed_failing_in_the_harness_points_at_it(run_evo, tmp_path: Path) -> 
     assert "(at harness.py:" in run.stderr and run.stderr.strip().endswith(
         "; it broke in the problem's harness.py: check it, and that load_instances returns "
         "what it expects"), run.stderr
+
+
+def test_a_seed_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    """It was read with the locale's encoding and failed with a UnicodeDecodeError
+    traceback."""
+    folder = _copy_of_bin_packing(tmp_path)
+    seed = folder / "initial.py"
+    seed.write_bytes(seed.read_bytes().replace(b"best fit", b"best \xff fit", 1))
+    config, _ = load_run_config([f"problem={folder}"])
+    with pytest.raises(ProblemError) as error:
+        Problem(config.problem)
+    assert str(error.value).startswith(f"{seed} is not UTF-8 text (byte ")
+    assert str(error.value).endswith("); save it as UTF-8")

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from evoengine.config.schema import MAX_TIMEOUT_S
-from evoengine.errors import UserError
+from evoengine.errors import UserError, read_utf8
 
 PROGRAM_FILE = "initial_program.py"
 EVALUATOR_FILE = "evaluator.py"
@@ -60,18 +60,8 @@ def is_openevolve_dir(folder: Path) -> bool:
             and (folder / PROGRAM_FILE).is_file() and (folder / EVALUATOR_FILE).is_file())
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise OpenEvolveFormatError(f"{path} is not UTF-8 text (byte {exc.start}); save it "
-                                    "as UTF-8") from exc
-    except OSError as exc:
-        raise OpenEvolveFormatError(f"{path} cannot be read: {exc.strerror or exc}") from exc
-
-
 def _top_level_functions(path: Path) -> list[str]:
-    text = _read_text(path)
+    text = read_utf8(path, OpenEvolveFormatError)
     try:
         tree = ast.parse(text, filename=str(path))
     except (SyntaxError, ValueError) as exc:  # ValueError: null bytes, before Python 3.12
@@ -87,7 +77,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        loaded = yaml.safe_load(_read_text(path)) or {}
+        loaded = yaml.safe_load(read_utf8(path, OpenEvolveFormatError)) or {}
     except yaml.YAMLError as exc:
         raise OpenEvolveFormatError(f"{path} is not valid YAML: "
                                     f"{str(exc).splitlines()[0]}") from exc

@@ -15,6 +15,7 @@ from pathlib import Path
 from evoengine.config.compose import ConfigError, load_run_config, override_value
 from evoengine.controller.setup import limits_for
 from evoengine.controller.summary import UNTRUSTED_SCORE_NOTE
+from evoengine.errors import read_utf8
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.result import EvaluationResult
@@ -62,13 +63,7 @@ def eval_command(overrides: list[str]) -> int:
     if split not in problem.splits:
         raise ConfigError(f"split: problem {problem.name!r} has no split {split!r}; "
                           f"choose one of {', '.join(problem.splits)}")
-    try:
-        code = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"program: {program} is not UTF-8 text (byte {exc.start}); give "
-                          "a Python source file saved as UTF-8") from exc
-    except OSError as exc:
-        raise ConfigError(f"program: {program} cannot be read: {exc.strerror or exc}") from exc
+    code = read_utf8(path, ConfigError, f"program: {program}")
     # A problem whose candidates call a model (problems/agent) gets the metered proxy,
     # as in a run; its calls are not stored anywhere.
     provider = config.llm.provider

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from evoengine.config.schema import ProblemConfig
-from evoengine.errors import UserError
+from evoengine.errors import UserError, read_utf8
 from evoengine.evaluation.sandbox.base import HarnessJob
 from evoengine.mutation.evolve_block import (
     END_MARKER,
@@ -46,18 +46,6 @@ def import_file(path: Path, module_name: str) -> ModuleType:
         raise ProblemError(f"{path}: importing it failed: {describe_error(exc)}; fix the "
                            "file") from exc
     return module
-
-
-def read_problem_file(path: Path) -> str:
-    """A problem's text file, or ProblemError saying why it cannot be read."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProblemError(f"{path}: not UTF-8 text (byte {exc.start}); save it as "
-                           "UTF-8") from exc
-    except OSError as exc:
-        raise ProblemError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
-                           "permissions") from exc
 
 
 def describe_error(exc: BaseException, within: Path | None = None) -> str:
@@ -112,7 +100,7 @@ class Problem:
         """The seed's code; with ``evolve_whole_file`` and no markers, all of it is
         wrapped in an EVOLVE-BLOCK (marker comments change nothing when it runs)."""
         path = self.folder / config.evolve_file
-        code = read_problem_file(path)
+        code = read_utf8(path, ProblemError)
         try:
             body = split_evolve_block(code).body
             place = ("the EVOLVE-BLOCK holds", "between the markers")
