@@ -116,20 +116,17 @@ class Evaluator:
         started = time.process_time()
         try:
             scored = await self._score(output, self.jobs.instances(split, count))
+            metrics, scored_features = _checked(scored)
         except InvalidOutput as exc:
             return _invalid(str(exc), raw)
         except ScorerTimeout:
             raise
+        except ScoreContractError as exc:  # what score() returned: the message says it
+            return _invalid(f"the scorer rejected it (TypeError: {exc})", raw)
         except Exception as exc:  # the raw output broke the scorer: still the candidate's
             # (with score.py's line, so that a scorer's own bug can be told from bad output)
             where = describe_error(exc, self.problem.folder)
             return _invalid(f"the scorer rejected it ({where})", raw)
-        try:
-            metrics, scored_features = _checked(scored)
-        except InvalidOutput as exc:
-            return _invalid(str(exc), raw)
-        except TypeError as exc:  # what score() returned breaks its contract
-            return _invalid(f"the scorer rejected it (TypeError: {exc})", raw)
         features = {CODE_LENGTH: float(len(code)), **scored_features}
         feedback = scored.feedback
         if raw.stderr_tail:
@@ -174,6 +171,10 @@ class ScorerTimeout(UserError):
     candidate's, so the run stops (every later child would wait as long)."""
 
 
+class ScoreContractError(TypeError):
+    """What ``score()`` returned is not what the contract asks (``_checked``)."""
+
+
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():  # not cancelled (the step was dropped, or timed out)
         future.set_result(value)
@@ -210,13 +211,13 @@ def _checked(scored: object) -> tuple[dict[str, Any], dict[str, float | None]]:
     """The metrics and features of a ScoreResult as the archive stores them (JSON on
     any database): numbers as floats, numpy's included (an ``int64`` used to stop the
     run when stored), NaN and infinities as None (PostgreSQL's JSON takes neither);
-    text stays text in metrics. TypeError for anything else (a scorer's bug)."""
+    text stays text in metrics. ScoreContractError for anything else (a scorer's bug)."""
     if not isinstance(scored, ScoreResult):
-        raise TypeError("score() must return a ScoreResult")
+        raise ScoreContractError("score() must return a ScoreResult")
     if not isinstance(scored.score, (int, float)) or not math.isfinite(scored.score):
         raise InvalidOutput(f"score {scored.score!r} is not a finite number")
     if not isinstance(scored.feedback, str):
-        raise TypeError(f"score() gave feedback as {type(scored.feedback).__name__}; give "
+        raise ScoreContractError(f"score() gave feedback as {type(scored.feedback).__name__}; give "
                         "a string")
     return (_plain(scored.metrics, "metrics", text=True),
             _plain(scored.features, "features", text=False))
@@ -224,18 +225,18 @@ def _checked(scored: object) -> tuple[dict[str, Any], dict[str, float | None]]:
 
 def _plain(values: object, what: str, text: bool) -> dict[str, Any]:
     if not isinstance(values, dict):
-        raise TypeError(f"score() gave {what} as {type(values).__name__}; give a dict of "
+        raise ScoreContractError(f"score() gave {what} as {type(values).__name__}; give a dict of "
                         "names to numbers")
     plain: dict[str, Any] = {}
     for key, value in values.items():
         if not isinstance(key, str):
-            raise TypeError(f"score() gave a {what} name {key!r}; names must be strings")
+            raise ScoreContractError(f"score() gave a {what} name {key!r}; names must be strings")
         if isinstance(value, numbers.Real):
             number = float(value)
             plain[key] = number if math.isfinite(number) else None
         elif text and isinstance(value, str):
             plain[key] = value
         else:
-            raise TypeError(f"score() gave {what}[{key!r}] as {type(value).__name__}; "
+            raise ScoreContractError(f"score() gave {what}[{key!r}] as {type(value).__name__}; "
                             "give a number")
     return plain
