@@ -118,3 +118,27 @@ def reap_adopted_zombies() -> None:
         if ppid == os.getpid() and state == "Z":
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
+
+
+def calls_in_turn(client, count: int, messages: list[dict[str, str]] | None = None) -> list:
+    """``count`` completions in turn through one model client (any of evoengine/llm),
+    which is closed afterwards: each reply's text, or the LLMError it raised."""
+    import asyncio
+
+    from evoengine.llm.types import LLMError
+
+    async def go() -> list:
+        out: list = []
+        try:
+            for _ in range(count):
+                try:
+                    out.append((await client.complete(
+                        messages or [{"role": "user", "content": "improve it"}],
+                        temperature=0.5, max_tokens=64)).text)
+                except LLMError as exc:
+                    out.append(exc)
+        finally:
+            await client.close()
+        return out
+
+    return asyncio.run(go())

@@ -20,6 +20,7 @@ from evoengine.llm.body_cap import body_limit
 from evoengine.llm.litellm_client import _HANDLER_ROUTE, _SDK_ROUTE, LiteLLMClient
 from evoengine.llm.scripted_server import ScriptedServer, error, flood, malformed, reply
 from evoengine.llm.types import LLMError
+from tests.conftest import calls_in_turn
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -138,23 +139,6 @@ def test_missing_credentials_at_call_time_are_not_retried(monkeypatch) -> None:
 # -- a reply that does not end (evoengine/llm/body_cap.py) ----------------------------
 
 
-def _calls(client: LiteLLMClient, count: int) -> list[str | LLMError]:
-    """``count`` calls in turn through one client, then closed: each reply's text, or
-    its error."""
-    async def go() -> list[str | LLMError]:
-        out: list[str | LLMError] = []
-        try:
-            for _ in range(count):
-                try:
-                    out.append((await client.complete(MESSAGES, temperature=0.5,
-                                                      max_tokens=64)).text)
-                except LLMError as exc:
-                    out.append(exc)
-        finally:
-            await client.close()
-        return out
-
-    return asyncio.run(go())
 
 
 def _soon(check: Callable[[], Any], within_s: float = 10.0) -> Any:
@@ -173,7 +157,8 @@ def test_an_endless_body_is_cut_off_and_the_client_goes_on(model: str) -> None:
     engine to 780 MB. Now it stops at the most a reply under llm.max_reply_chars can
     take, on both of litellm's routes, and the call fails as malformed, not retried."""
     with ScriptedServer([flood(2000), "next reply"]) as s:
-        first, second = _calls(_client(s, model=model, max_reply_chars=1000), 2)
+        first, second = calls_in_turn(_client(s, model=model, max_reply_chars=1000), 2,
+                                      MESSAGES)
         assert len(s.requests) == 2  # not retried: it would flood again
         assert _soon(lambda: s.flooded)[0] < 50_000_000  # of 2,000 MB (socket buffers)
     assert isinstance(first, LLMError) and first.kind == "malformed"
@@ -186,7 +171,7 @@ def test_an_endless_body_is_cut_off_and_the_client_goes_on(model: str) -> None:
 
 def test_no_reply_cap_reads_the_whole_body() -> None:
     with ScriptedServer([flood(5), "fine"]) as s:
-        (only,) = _calls(_client(s, max_reply_chars=None), 1)
+        (only,) = calls_in_turn(_client(s, max_reply_chars=None), 1, MESSAGES)
         assert _soon(lambda: s.flooded) == [5_000_000]  # read to the end
     assert only == "fine"  # the truncated JSON was retried as before
     assert len(s.requests) == 2
@@ -245,7 +230,7 @@ def test_every_provider_given_a_capped_client_is_cut_off(
     client = LiteLLMClient(LLMConfig(  # uncapped, the call would time out
         provider="litellm", model=f"{provider}/scripted-model", max_reply_chars=1000,
         base_url=f"http://127.0.0.1:{port}/v1", timeout_s=5.0, max_retries=0))
-    (only,) = _calls(client, 1)
+    (only,) = calls_in_turn(client, 1, MESSAGES)
     assert isinstance(only, LLMError) and only.kind == "malformed", only
     assert f"passed {body_limit(1000):,} bytes" in str(only)
     assert len(server.posts) == 1  # neither the engine nor the SDK asked again

@@ -5,7 +5,6 @@ take, and the call fails as ``malformed`` with one line."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from evoengine.llm.body_cap import body_limit  # noqa: E402
 from evoengine.llm.openai_client import OpenAIClient  # noqa: E402
 from evoengine.llm.scripted_server import ScriptedServer, flood  # noqa: E402
 from evoengine.llm.types import LLMError  # noqa: E402
+from tests.conftest import calls_in_turn  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "improve it"}]
 
@@ -31,23 +31,10 @@ def http_client(request: pytest.FixtureRequest) -> str:
 def calls(server: ScriptedServer, http_client: str, count: int,
           **config: Any) -> list[str | LLMError]:
     """``count`` calls in turn through one client: each reply's text, or its error."""
-    async def go() -> list[str | LLMError]:
-        client = OpenAIClient(LLMConfig(provider="openai", model="m", base_url=server.base_url,
-                                        timeout_s=20.0, max_retries=2, backoff_s=0.01,
-                                        http_client=http_client, **config))
-        out: list[str | LLMError] = []
-        try:
-            for _ in range(count):
-                try:
-                    out.append((await client.complete(MESSAGES, temperature=0.5,
-                                                      max_tokens=64)).text)
-                except LLMError as exc:
-                    out.append(exc)
-        finally:
-            await client.close()
-        return out
-
-    return asyncio.run(go())
+    client = OpenAIClient(LLMConfig(provider="openai", model="m", base_url=server.base_url,
+                                    timeout_s=20.0, max_retries=2, backoff_s=0.01,
+                                    http_client=http_client, **config))
+    return calls_in_turn(client, count, MESSAGES)
 
 
 def test_an_endless_body_is_cut_off_and_the_client_goes_on(http_client: str) -> None:
