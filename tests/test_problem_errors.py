@@ -32,6 +32,19 @@ def _add_line(path: Path, after: str, line: str) -> None:
     path.write_text(head + after + tail[:end] + line + "\n" + tail[end:])
 
 
+def _refused_run(run_evo, tmp_path: Path, name: str, after: str, line: str) -> str:
+    """`evo new-problem NAME`, ``line`` added to its score.py after ``after``, then a
+    short `evo run` that must be refused: its one-line error."""
+    assert run_evo("new-problem", name).returncode == 0
+    _add_line(tmp_path / "problems" / name / "score.py", after, line)
+    run = run_evo("run", f"problem={name}", "ui=plain", "sandbox=process",
+                  "search.max_evaluations=3", f"name={name}")
+    assert run.returncode == 2, run.stderr
+    message = run.stderr.strip()
+    assert "\n" not in message, message
+    return message
+
+
 @pytest.mark.parametrize(("ending", "says"), [
     ("import sys\nsys.exit(3)\n", "importing it failed: SystemExit: 3 (at score.py:"),
     ("raise ImportError('no module named tables')\n",
@@ -143,14 +156,9 @@ def test_a_split_that_cannot_load_stops_the_run_before_anything_is_stored(
         run_evo, tmp_path: Path) -> None:
     """Validation used to be loaded only after the whole search, and test not until
     `evo eval`; every split is now loaded before the run's folder is made."""
-    assert run_evo("new-problem", "late").returncode == 0
-    _add_line(tmp_path / "problems" / "late" / "score.py", "def load_instances(",
-              "    assert split != 'test', 'test.json is from another task'")
-    run = run_evo("run", "problem=late", "ui=plain", "sandbox=process",
-                  "search.max_evaluations=3", "name=late")
-    assert run.returncode == 2, run.stderr
-    message = run.stderr.strip()
-    assert "\n" not in message and message.startswith(
+    message = _refused_run(run_evo, tmp_path, "late", "def load_instances(",
+                           "    assert split != 'test', 'test.json is from another task'")
+    assert message.startswith(
         f"evo: error: {tmp_path / 'problems' / 'late' / 'score.py'}: load_instances('test') "
         "failed: AssertionError: test.json is from another task (at score.py:"), message
     assert not (tmp_path / "runs" / "late").exists()
@@ -177,30 +185,23 @@ def test_a_scorer_that_breaks_inside_a_library_is_named_at_its_own_line(
     """An exception in score() is recorded as the output's fault (the documented
     design), now with the line of score.py that raised it rather than the library's
     (json's decoder here), so that a scorer's own bug shows where it is."""
-    assert run_evo("new-problem", "jsonbug").returncode == 0
+    message = _refused_run(run_evo, tmp_path, "jsonbug", "def score(",
+                           "    json.loads('not json')")
     score = tmp_path / "problems" / "jsonbug" / "score.py"
-    _add_line(score, "def score(", "    json.loads('not json')")
     line = score.read_text().splitlines().index("    json.loads('not json')") + 1
-    run = run_evo("run", "problem=jsonbug", "ui=plain", "sandbox=process",
-                  "search.max_evaluations=3", "name=j")
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.strip().endswith(
+    assert message.endswith(
         "invalid output: the scorer rejected it (JSONDecodeError: Expecting value: line 1 "
-        f"column 1 (char 0) (at score.py:{line}))"), run.stderr
+        f"column 1 (char 0) (at score.py:{line}))"), message
 
 
 def test_a_seed_failing_in_the_harness_points_at_it(run_evo, tmp_path: Path) -> None:
     """Instances of the wrong shape break the problem's harness, not the seed; the
     seed's error now says so."""
-    assert run_evo("new-problem", "shape").returncode == 0
-    _add_line(tmp_path / "problems" / "shape" / "score.py", "def load_instances(",
-              "    return [1.0, 2.0]")
-    run = run_evo("run", "problem=shape", "ui=plain", "sandbox=process",
-                  "search.max_evaluations=3", "name=s")
-    assert run.returncode == 2, run.stderr
-    assert "(at harness.py:" in run.stderr and run.stderr.strip().endswith(
+    message = _refused_run(run_evo, tmp_path, "shape", "def load_instances(",
+                           "    return [1.0, 2.0]")
+    assert "(at harness.py:" in message and message.endswith(
         "; it broke in the problem's harness.py: check it, and that load_instances returns "
-        "what it expects"), run.stderr
+        "what it expects"), message
 
 
 def test_a_seed_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
