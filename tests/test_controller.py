@@ -251,15 +251,19 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(
 
 
 def test_a_grid_axis_the_scorer_does_not_report_is_refused(run_evo) -> None:
-    """An axis no program reports used to leave every program at 0 on it, silently."""
-    result = run_evo("run", *QUICK, "search.max_evaluations=3",
+    """An axis no program reports used to leave every program at 0 on it, silently.
+    The refused run's folder stays, and the message says how to go on with it (it
+    said nothing of it, and a second `evo run name=axis` only said the name was taken)."""
+    result = run_evo("run", *QUICK, "search.max_evaluations=3", "name=axis",
                      "search.features=[{name: bin_fill_sd, min: 0, max: 1, bins: 4}]")
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "evo: error: search.features: the grid axis 'bin_fill_sd' is not a feature the "
-        "problem's scorer reports (the seed's: bin_fill_std, code_length); name one of those")
-    fine = run_evo("run", *QUICK, "search.max_evaluations=3",
-                   "search.features=[{name: bin_fill_std, min: 0, max: 1, bins: 4}]")
+        "problem's scorer reports (the seed's: bin_fill_std, code_length); name one of those"
+        " (runs/axis is kept as a failed run: after the fix, `evo resume runs/axis` "
+        "continues it)")
+    fine = run_evo("resume", "runs/axis", "search.max_evaluations=3",
+                   "search.features=[{name:bin_fill_std,min:0,max:1,bins:4}]")
     assert fine.returncode == 0, fine.stderr
 
 

@@ -292,12 +292,14 @@ def test_a_seed_failing_in_the_evaluator_points_at_it(run_evo, tmp_path: Path,
     was given for the engine's OpenEvolve adapter, a file the user does not have."""
     folder = write_dir(tmp_path / "oe_bug", evaluator)
     run = run_evo("run", f"problem={folder}", "llm=gp", "search.max_evaluations=3",
-                  "sandbox=process", "ui=none")
+                  "sandbox=process", "ui=none", "name=oe_bug")
     assert run.returncode == 2, run.stdout
     message = run.stderr.strip()
     assert says in message and "harness.py: check it" not in message, message
     assert message.endswith("; it broke in the problem's evaluator.py, not necessarily in "
-                            "the seed: check evaluate() and what it imports and returns")
+                            "the seed: check evaluate() and what it imports and returns "
+                            "(runs/oe_bug is kept as a failed run: after the fix, "
+                            "`evo resume runs/oe_bug` continues it)"), message
 
 
 def test_an_empty_program_is_named_as_such(run_evo, tmp_path: Path) -> None:

@@ -121,12 +121,14 @@ def test_numpy_numbers_and_nan_in_metrics_and_features_are_stored(run_evo, tmp_p
     assert broken.returncode == 2
     assert broken.stderr.strip().endswith(
         "invalid output: the scorer rejected it (TypeError: score() gave metrics['mse'] as "
-        "list; give a number)")
+        "list; give a number) (runs/broken is kept as a failed run: after the fix, "
+        "`evo resume runs/broken` continues it)")
     score.write_text(text.replace("feedback=f", "feedback=None and f"))  # a traceback too
     no_text = run_evo("run", "problem=npmetrics", "sandbox=process", "ui=plain",
                       "search.max_evaluations=3", "name=no_text")
     assert no_text.returncode == 2 and no_text.stderr.strip().endswith(
-        "(TypeError: score() gave feedback as NoneType; give a string)")
+        "(TypeError: score() gave feedback as NoneType; give a string) (runs/no_text is kept "
+        "as a failed run: after the fix, `evo resume runs/no_text` continues it)")
 
 
 @pytest.mark.parametrize(("returned", "says"), [
@@ -191,7 +193,8 @@ def test_a_scorer_that_breaks_inside_a_library_is_named_at_its_own_line(
     line = score.read_text().splitlines().index("    json.loads('not json')") + 1
     assert message.endswith(
         "invalid output: the scorer rejected it (JSONDecodeError: Expecting value: line 1 "
-        f"column 1 (char 0) (at score.py:{line}))"), message
+        f"column 1 (char 0) (at score.py:{line})) (runs/jsonbug is kept as a failed run: "
+        "after the fix, `evo resume runs/jsonbug` continues it)"), message
 
 
 def test_a_seed_failing_in_the_harness_points_at_it(run_evo, tmp_path: Path) -> None:
@@ -201,7 +204,8 @@ def test_a_seed_failing_in_the_harness_points_at_it(run_evo, tmp_path: Path) -> 
                            "    return [1.0, 2.0]")
     assert "(at harness.py:" in message and message.endswith(
         "; it broke in the problem's harness.py: check it, and that load_instances returns "
-        "what it expects"), message
+        "what it expects (runs/shape is kept as a failed run: after the fix, "
+        "`evo resume runs/shape` continues it)"), message
 
 
 def test_a_seed_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from evoengine.llm.recording import set_call_step
 from evoengine.mutation.evolve_block import EvolveBlockError, check_edit_confined
 from evoengine.mutation.types import Child
 from evoengine.rl.schedule import attach_rl
+from evoengine.terminal import command_line
 
 STOPPED_BY_USER = "stopped by user"
 # A bad key or an unknown model will not get better by asking again; nor will a replay
@@ -155,6 +156,14 @@ class Controller:
             oldest = min((work.told_before for work in tasks.values()), default=self._told)
             self.ctx.novelty.retain_for(oldest)
 
+    def _kept_note(self) -> str:
+        """What a run refused at its seed leaves behind: its folder (config.yaml and
+        the database row, status ``failed``), which `evo resume` continues once fixed;
+        without this a second `evo run name=...` only said the name was taken."""
+        run_dir = self.ctx.run_dir
+        return (f" ({run_dir} is kept as a failed run: after the fix, "
+                f"`{command_line('evo', 'resume', run_dir)}` continues it)")
+
     async def _seed(self) -> None:
         """Evaluate the problem's initial program and place it on every island."""
         code = self.ctx.problem.initial_code
@@ -165,11 +174,11 @@ class Controller:
             raise RunError(f"the seed program {self.ctx.problem.folder}/"
                            f"{self.ctx.problem.config.evolve_file} fails "
                            f"({result.error.value if result.error else 'invalid'}): "
-                           f"{first}{hint}")
+                           f"{first}{hint}{self._kept_note()}")
         unreported = unreported_axis(self.ctx.config, self.ctx.problem.name,
                                      self.ctx.archive.space.names, result.features)
         if unreported is not None:
-            raise RunError(unreported)
+            raise RunError(unreported + self._kept_note())
         self.stats.cost += result.metrics.get("llm_cost", 0.0)
         seed = self._record(code, "initial", "seed", result, island=0)
         self.ctx.store.add_programs([(seed, result)])
