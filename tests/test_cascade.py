@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from evoengine.config.compose import load_problem_yaml
+from evoengine.config.problem_folders import load_problem_yaml
 from evoengine.config.schema import CascadeStageConfig, ProblemConfig
 from evoengine.evaluation.cascade import Stage, plan_stages
 from evoengine.evaluation.evaluator import Evaluator

@@ -25,6 +25,21 @@ def test_problems_lists_one_line_each(run_evo) -> None:
     assert any(line.startswith("bin_packing ") for line in lines)
 
 
+def test_problems_does_not_import_hydra(tmp_path: Path) -> None:
+    """Listing problems reads their problem.yaml files; it used to import Hydra's
+    composition (and with it Hydra and its grammar) for the loader alone."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom evoengine.cli.main import main\ncode = main(['problems'])\n"
+             "tops = {m.split('.')[0] for m in sys.modules}\n"
+             "print(code, sorted(tops & {'hydra', 'sqlalchemy'}))")
+    listed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.stdout.strip().splitlines()[-1] == "0 []", listed.stderr
+    assert any(line.startswith("bin_packing ") for line in listed.stdout.splitlines())
+
+
 def test_eval_scores_a_program_on_a_split(run_evo, tmp_path: Path) -> None:
     program = tmp_path / "first_fit.py"
     program.write_text(FIRST_FIT)

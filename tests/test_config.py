@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 
 from evoengine.config.compose import ConfigError, apply_overrides, load_run_config, to_run_config
 from evoengine.config.schema import MAX_NAME_LENGTH, RunConfig
+from evoengine.paths import resource_dir
 
 
 def test_overrides_reach_the_typed_config() -> None:
@@ -167,6 +169,57 @@ def test_a_quoted_problem_value_is_read_without_its_quotes(
     assert (config.problem.name, config.llm.provider) == ("bin_packing", "gp")
     with pytest.raises(ConfigError, match="^problem: unknown problem 'nope'; known: "):
         load_run_config(["problem='nope'"])
+
+
+def test_a_problem_path_that_is_no_folder_says_so(tmp_path: Path, monkeypatch) -> None:
+    """A file of the problem (its evaluator.py, problem.yaml) or a folder that is not
+    there was an "unknown problem" with the list of known names."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "oe").mkdir()
+    (tmp_path / "oe" / "evaluator.py").write_text("def evaluate(path):\n    return {}\n")
+    with pytest.raises(ConfigError) as error:
+        load_run_config(["problem=oe/evaluator.py"])
+    assert str(error.value) == ("problem: oe/evaluator.py is a file; give the problem's "
+                                "folder (problem=oe)")
+    with pytest.raises(ConfigError) as error:
+        load_run_config(["problem=./problems/nope"])
+    assert str(error.value) == (f"problem: no folder ./problems/nope (from {tmp_path}); give a "
+                                "problem folder's path or a name that `evo problems` lists")
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("timeout_s: null", "timeout_s: cannot be null; give it a number (float), e.g. "
+                        "timeout_s: 60.0 (the default)"),
+    ("entry: null", "entry: cannot be null; give it a string (it has no default)"),
+    ("preload: null", "preload: cannot be null; give it a list in brackets ([a,b]; [] for "
+                      "none), or leave it out"),
+])
+def test_null_in_a_problem_yaml_names_the_type(tmp_path: Path, line: str, says: str) -> None:
+    """It was OmegaConf's "Incompatible value 'None' for field of type 'float'"."""
+    from evoengine.config.problem_folders import load_problem_yaml
+
+    folder = tmp_path / "demo"
+    shutil.copytree(resource_dir("problems") / "bin_packing", folder,
+                    ignore=shutil.ignore_patterns("__pycache__", "data"))
+    yaml_path = folder / "problem.yaml"
+    key = line.split(":")[0]
+    kept = [row for row in yaml_path.read_text().splitlines() if not row.startswith(f"{key}:")]
+    yaml_path.write_text("\n".join(kept + [line]) + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_problem_yaml(folder)
+    assert str(error.value) == f"{yaml_path}: {says}"
+
+
+def test_name_null_in_a_problem_yaml_is_the_folder_name(tmp_path: Path) -> None:
+    """``name:`` may be left out (the folder names the problem); null is the same."""
+    from evoengine.config.problem_folders import load_problem_yaml
+
+    folder = tmp_path / "demo"
+    shutil.copytree(resource_dir("problems") / "bin_packing", folder,
+                    ignore=shutil.ignore_patterns("__pycache__", "data"))
+    yaml_path = folder / "problem.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("name: bin_packing", "name: null"))
+    assert load_problem_yaml(folder).name == "demo"
 
 
 def test_null_on_resume_names_the_type() -> None:

@@ -160,7 +160,10 @@ def test_config_yaml_sets_timeouts_and_description(tmp_path: Path) -> None:
     ("return {'score': 1.0}", "invalid_output", "no combined_score"),
     ("return {'combined_score': float('nan')}", "invalid_output", "not a finite number"),
     ("return {'combined_score': float('inf')}", "invalid_output", "not a finite number"),
-    ("return {'combined_score': 'high'}", "invalid_output", "no combined_score"),
+    # a text score read "no combined_score (metrics: none); artifacts: combined_score: high"
+    ("return {'combined_score': 'high'}", "invalid_output",
+     "the evaluator returned combined_score as 'high', not a number; return it as a float"),
+    ("return {'combined_score': '0.7'}", "invalid_output", "combined_score as '0.7', not a"),
     ("return 0.9", "crash", "not a dict of metrics"),
 ])
 def test_a_broken_evaluator_makes_an_invalid_program(run_evo, tmp_path: Path, body: str,

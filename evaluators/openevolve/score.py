@@ -112,6 +112,11 @@ def score(outputs: object, instances: list) -> ScoreResult:
         raise InvalidOutput("the harness returned no metrics dict")
     metrics = outputs["metrics"]
     artifacts = outputs.get("artifacts") if isinstance(outputs.get("artifacts"), dict) else {}
+    if "combined_score" not in metrics and "combined_score" in artifacts:
+        # the harness moves every value that is not a number to the artifacts, as text
+        raise InvalidOutput("the evaluator returned combined_score as "
+                            f"{str(artifacts['combined_score'])[:40]!r}, not a number; "
+                            "return it as a float")
     if "combined_score" not in metrics:
         keys = ", ".join(_name(k) for k in list(metrics)[:10]) or "none"
         detail = _artifact_summary(artifacts)

@@ -18,7 +18,7 @@ from evoengine.terminal import shown
 #: looked up in ``sys.modules`` when one is caught: importing them here took half a
 #: second of every `evo --help` (the store brings SQLAlchemy and Alembic).
 USER_ERROR_CLASSES: tuple[tuple[str, str], ...] = (
-    ("evoengine.config.compose", "ConfigError"),
+    ("evoengine.config.checks", "ConfigError"),
     ("evoengine.archive.store", "StoreError"),
     ("evoengine.evaluation.problem", "ProblemError"),
     ("evoengine.controller.loop", "RunError"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evoengine.config.compose import discover_problems, load_problem_yaml
+from evoengine.config.problem_folders import discover_problems, load_problem_yaml
 from evoengine.errors import UserError
 
 _SUMMARY_CHARS = 90

@@ -13,7 +13,8 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from evoengine.archive.store import StoreError
-from evoengine.config.compose import discover_problems, load_run_config
+from evoengine.config.compose import load_run_config
+from evoengine.config.problem_folders import discover_problems
 from evoengine.controller.dashboard import Dashboard
 from evoengine.controller.loop import STOPPED_BY_USER, Controller
 from evoengine.controller.setup import RunContext, reopen_run, start_run

@@ -5,6 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 
+class ConfigError(ValueError):
+    """A one-line, user-facing configuration error."""
+
+
 class ConfigValueError(ValueError):
     """A config value is out of range; ``key`` is its dotted path."""
 

@@ -25,79 +25,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import OverrideParseException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evoengine.authoring.openevolve_format import is_openevolve_dir, problem_dict
-from evoengine.config.checks import ConfigValueError
+from evoengine.config.checks import ConfigError, ConfigValueError
 from evoengine.config.nulls import not_null_message
-from evoengine.config.schema import MAX_NAME_LENGTH, ProblemConfig, RunConfig
+from evoengine.config.problem_folders import discover_problems, load_problem_yaml
+from evoengine.config.schema import MAX_NAME_LENGTH, RunConfig
 from evoengine.errors import causes, first_line
 from evoengine.paths import resource_dir
-
-
-class ConfigError(ValueError):
-    """A one-line, user-facing configuration error."""
-
-
-def problem_search_dirs() -> list[Path]:
-    """Folders whose subfolders are problems: ``./problems`` first, then the engine's."""
-    dirs = [Path.cwd() / "problems", resource_dir("problems")]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
-
-
-def load_problem_yaml(folder: Path) -> DictConfig:
-    """Load and type-check ``folder/problem.yaml`` (or read an OpenEvolve-format dir);
-    ``path`` is set to the folder."""
-    yaml_path = folder / "problem.yaml"
-    if is_openevolve_dir(folder):
-        return OmegaConf.merge(OmegaConf.structured(ProblemConfig), problem_dict(folder))
-    if not yaml_path.is_file():
-        raise ConfigError(f"{folder} is not a problem folder: it has no problem.yaml, nor "
-                          "initial_program.py + evaluator.py (OpenEvolve's format); see "
-                          "`evo problems` for the known ones")
-    loaded = load_yaml_file(yaml_path)
-    if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"{yaml_path}: must be a mapping of problem keys (name:, "
-                          "description:, splits:, ...); see `evo new-problem`")
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(ProblemConfig), loaded)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{yaml_path}: {first_line(exc)}") from exc
-    node.path = str(folder.resolve())
-    if OmegaConf.is_missing(node, "name") or node.name != folder.name:
-        node.name = folder.name  # the folder names the problem (name: may be left out)
-    return node
-
-
-def load_yaml_file(path: Path) -> DictConfig | ListConfig:
-    """``path`` read by OmegaConf; ConfigError with the file, line and problem if it is
-    not readable YAML."""
-    try:
-        return OmegaConf.load(path)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {exc.problem or exc.context}; "
-                          "fix the file") from exc
-    except (yaml.YAMLError, UnicodeDecodeError, OSError, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{path}: cannot be read as YAML: {first_line(exc)}") from exc
-
-
-def discover_problems() -> dict[str, Path]:
-    """Known problems by name (``./problems`` wins over the engine's own)."""
-    found: dict[str, Path] = {}
-    for base in problem_search_dirs():
-        for yaml_path in sorted(base.glob("*/problem.yaml")):
-            found.setdefault(yaml_path.parent.name, yaml_path.parent)
-        for evaluator in sorted(base.glob("*/evaluator.py")):
-            if is_openevolve_dir(evaluator.parent):
-                found.setdefault(evaluator.parent.name, evaluator.parent)
-    return found
 
 
 def _register(overrides: list[str], config_name: str = "config") -> list[str]:
@@ -134,11 +70,17 @@ def _problem_choice(value: str, problems: dict[str, Path]) -> str:
     if folder.is_dir():
         problems[folder.resolve().name] = folder.resolve()
         return folder.resolve().name
-    if not (resource_dir("conf") / "problem" / f"{value}.yaml").is_file():
-        known = ", ".join(sorted(problems)) or "none"
-        raise ConfigError(f"problem: unknown problem {value!r}; known: {known} "
-                          "(or give a problem folder's path)")
-    return value
+    if folder.is_file():  # the seed, evaluator.py or problem.yaml instead of its folder
+        raise ConfigError(f"problem: {value} is a file; give the problem's folder "
+                          f"(problem={folder.parent})")
+    if (resource_dir("conf") / "problem" / f"{value}.yaml").is_file():
+        return value
+    if "/" in value or value.startswith((".", "~")):  # a path, not a name
+        raise ConfigError(f"problem: no folder {value} (from {Path.cwd()}); give a problem "
+                          "folder's path or a name that `evo problems` lists")
+    known = ", ".join(sorted(problems)) or "none"
+    raise ConfigError(f"problem: unknown problem {value!r}; known: {known} "
+                      "(or give a problem folder's path)")
 
 
 def override_value(text: str) -> str:

@@ -12,6 +12,8 @@ import re
 import typing
 from typing import Any
 
+from omegaconf import MISSING
+
 _NO_DEFAULT = object()
 
 # What a user writes for each plain type, and a value's example in override syntax.
@@ -19,20 +21,25 @@ _TYPE_WORDS = {int: "a whole number", float: "a number", str: "a string",
                bool: "true or false"}
 
 
-def not_null_message(key: str, root: type | None = None) -> str:
-    """``key: cannot be null; give it ...`` naming ``key``'s schema type (and default)."""
+def not_null_message(key: str, root: type | None = None, assign: str = "=") -> str:
+    """``key: cannot be null; give it ...`` naming ``key``'s schema type (and default);
+    ``assign`` joins key and value in the example (``": "`` for a YAML file)."""
     if root is None:
         from evoengine.config.schema import RunConfig
 
         root = RunConfig
     kind, default = _field_at(root, key)
+    what = "the override" if assign == "=" else "it"
     if kind is None:
-        return f"{key}: cannot be null; give it a value, or leave the override out"
+        return f"{key}: cannot be null; give it a value, or leave {what} out"
     words = _describe(kind)
     example = _example(default)
     if example is not None:
-        return f"{key}: cannot be null; give it {words}, e.g. {key}={example} (the default)"
-    return f"{key}: cannot be null; give it {words}, or leave the override out"
+        return (f"{key}: cannot be null; give it {words}, e.g. {key}{assign}{example} "
+                "(the default)")
+    if default == MISSING and assign != "=":  # a file must give a mandatory key
+        return f"{key}: cannot be null; give it {words} (it has no default)"
+    return f"{key}: cannot be null; give it {words}, or leave {what} out"
 
 
 def _field_at(root: type, key: str) -> tuple[Any, Any]:

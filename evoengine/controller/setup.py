@@ -25,12 +25,8 @@ from evoengine.archive.store import (
     sqlite_url,
 )
 from evoengine.config.changes import config_changes, describe_changes
-from evoengine.config.compose import (
-    ConfigError,
-    apply_overrides,
-    load_yaml_file,
-    to_run_config,
-)
+from evoengine.config.compose import ConfigError, apply_overrides, to_run_config
+from evoengine.config.problem_folders import load_yaml_file
 from evoengine.config.schema import RunConfig
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
