@@ -127,17 +127,12 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(run_evo, tmp_path
     assert reference.returncode == 0, reference.stderr
     db = tmp_path / "runs" / "killed" / "archive.db"
     for kill_at in (7, 19):  # kill twice, at different points
-        if kill_at == 7:
-            process = subprocess.Popen(evo_command("run", *common, "name=killed"),
-                                       cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-        else:
-            process = subprocess.Popen(evo_command("resume", "runs/killed"), cwd=tmp_path,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(db, kill_at, timeout=120)
-        before = program_signature(db)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        args = ("run", *common, "name=killed") if kill_at == 7 else ("resume", "runs/killed")
+        with running_evo(tmp_path, *args) as process:
+            _wait_for(db, kill_at, timeout=120)
+            before = program_signature(db)
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=30)
         after_kill = program_signature(db)
         assert after_kill[:len(before)] == before  # nothing evaluated was lost
     resumed = run_evo("resume", "runs/killed")
@@ -191,16 +186,14 @@ def _descendants(pid: int) -> set[int]:
 
 
 def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
-    process = subprocess.Popen(evo_command("run", *QUICK, "search.max_evaluations=100000",
-                                           "name=interrupted"),
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
     db = tmp_path / "runs" / "interrupted" / "archive.db"
-    _wait_for(db, 5, timeout=120)
-    runners = _descendants(process.pid)
-    assert runners  # the resident sandbox runners are up
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    with running_evo(tmp_path, "run", *QUICK, "search.max_evaluations=100000",
+                     "name=interrupted") as process:
+        _wait_for(db, 5, timeout=120)
+        runners = _descendants(process.pid)
+        assert runners  # the resident sandbox runners are up
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "interrupted" in out
     assert archive_rows(db, "SELECT status FROM runs")[0][0] == "interrupted"
