@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -234,7 +235,9 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(
     assert names == [base, f"{base}-2", f"{base}-3"]
     # a name the user chose is theirs: an existing run there is refused, not renamed
     config = load_run_config(["problem=bin_packing_quick", f"name={base}"])[0]
-    (Path("runs") / base / "archive.db").write_bytes(b"")
+    with sqlite3.connect(Path("runs") / base / "archive.db") as conn:  # a run's row
+        conn.execute("CREATE TABLE runs (id INTEGER)")
+        conn.execute("INSERT INTO runs VALUES (1)")
     with pytest.raises(setup.StoreError, match="already holds a run"):
         setup._make_run_dir(config)
     (Path("runs") / "a_file").write_text("")

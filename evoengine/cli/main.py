@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         from evoengine.cli.problems_cmd import problems_command
 
         return problems_command()
+    except KeyboardInterrupt:  # Ctrl-C before a search runs (during start-up, say):
+        # what was stored stays; a search in progress stops on its own, without this
+        print("evo: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `evo problems | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -72,7 +72,9 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
             controller.on_step = dashboard.tick
             validated = asyncio.run(_drive(ctx, controller))
         status = "interrupted" if controller.stop_reason == STOPPED_BY_USER else "finished"
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):  # before the search took Ctrl-C over
+            status = "interrupted"
         with contextlib.suppress(StoreError):  # the store may be what failed
             ctx.store.set_status(status, controller.elapsed_s, stats.cost)
         raise

@@ -28,6 +28,12 @@ from evoengine.config.changes import config_changes, describe_changes
 from evoengine.config.compose import ConfigError, apply_overrides, to_run_config
 from evoengine.config.problem_folders import load_yaml_file
 from evoengine.config.schema import RunConfig
+from evoengine.controller.run_folder import (
+    CONFIG_FILE,
+    clear_unstarted_archive,
+    holds_no_run,
+    save_config,
+)
 from evoengine.evaluation.evaluator import Evaluator
 from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
@@ -151,9 +157,18 @@ def start_run(config: RunConfig) -> RunContext:
             taken.add(config.name)
             config.name = None
             engine.dispose()
-    lock = RunLock.acquire(engine, store.run_id, config.name)
-    OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
-    context = parts.assemble(config, run_dir, db_url, store, next_step=0)
+    lock = None
+    try:
+        lock = RunLock.acquire(engine, store.run_id, config.name)
+        save_config(run_dir, plain)
+        context = parts.assemble(config, run_dir, db_url, store, next_step=0)
+    except BaseException as exc:  # Ctrl-C, say: the row must not say "running" for good
+        with contextlib.suppress(Exception):
+            store.set_status("interrupted" if isinstance(exc, KeyboardInterrupt)
+                             else "failed", 0.0, 0.0)
+        if lock is not None:
+            lock.release()
+        raise
     context.lock = lock
     return context
 
@@ -167,6 +182,9 @@ def _make_run_dir(config: RunConfig, taken: frozenset[str] | set[str] = frozense
     is set to it."""
     if config.name is not None:
         run_dir = Path(config.runs_dir) / config.name
+        if clear_unstarted_archive(run_dir):  # a start that was cut short: start again
+            print(f"note: {run_dir} held the archive of a start that was cut short, with "
+                  "no run in it; starting afresh there")
         if (run_dir / ARCHIVE_FILE).exists():
             raise StoreError(f"{run_dir} already holds a run; continue it with "
                              f"`{command_line('evo', 'resume', run_dir)}` or choose another "
@@ -234,6 +252,10 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
     else:
         db_path = Path(run_dir) / ARCHIVE_FILE
         server_run = _server_run_of(Path(run_dir))
+        if db_path.is_file() and holds_no_run(db_path):
+            raise StoreError(f"{run_dir} holds no run: its start was cut short before the "
+                             f"run was stored; start it again with `evo run ... "
+                             f"name={Path(run_dir).name}`")
         if db_path.is_file():
             db_url = sqlite_url(db_path)
         elif server_run is not None:
@@ -271,6 +293,11 @@ def reopen_run(run_dir: Path | str, overrides: list[str]) -> RunContext:
         context.notes.extend(describe_changes(
             config_changes(OmegaConf.to_container(stored, resolve=True), plain)))
         store.set_config(plain)  # last: a resume that fails leaves the run's config as it was
+        try:  # the folder's copy follows: config.yaml is the config the run goes on with
+            save_config(Path(run_dir), plain)
+        except OSError as exc:
+            context.notes.append(f"note: {Path(run_dir) / CONFIG_FILE} not updated "
+                                 f"({exc.strerror or exc}); the database holds the config")
     except BaseException:
         lock.release()
         raise
@@ -313,7 +340,7 @@ def _as_url(run_dir: Path | str) -> str | None:
 
 def _server_run_of(run_dir: Path) -> tuple[str, str] | None:
     """``(db.url, name)`` from the ``config.yaml`` of a run kept on a database server."""
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         return None
     saved = load_yaml_file(config_path)
