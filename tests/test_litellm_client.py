@@ -65,6 +65,15 @@ def test_a_negative_token_count_counts_zero() -> None:
     assert (completion.prompt_tokens, completion.completion_tokens, completion.cost) == (0, 0, 0)
 
 
+def test_a_negative_token_count_costs_nothing_by_the_table() -> None:
+    """Without llm.price_*, litellm priced the reply's own (negative) usage: a cost of
+    about -$1 that lowered the run's total and its budget."""
+    odd = reply("hi", usage={"prompt_tokens": -1_000_000, "completion_tokens": -1_000_000})
+    with ScriptedServer([odd]) as s:
+        completion = _complete(_client(s, model="openai/gpt-4o-mini"))
+    assert (completion.prompt_tokens, completion.completion_tokens, completion.cost) == (0, 0, 0)
+
+
 def test_price_from_litellms_model_table() -> None:
     with ScriptedServer([reply("x", prompt_tokens=1_000_000, completion_tokens=0)]) as s:
         completion = _complete(_client(s, model="openai/gpt-4o-mini"))

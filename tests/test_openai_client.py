@@ -32,7 +32,7 @@ from evoengine.llm.scripted_server import (  # noqa: E402
     malformed,
     reply,
 )
-from evoengine.llm.types import Completion, LLMError  # noqa: E402
+from evoengine.llm.types import MAX_TOKEN_COUNT, Completion, LLMError  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You improve programs."},
             {"role": "user", "content": "Make it faster please"}]
@@ -141,6 +141,49 @@ def test_an_odd_token_count_counts_zero(count: object) -> None:
     with ScriptedServer([odd]) as server:
         completion = call(make_config(server, price_input_per_mtok=3.0))
     assert (completion.prompt_tokens, completion.completion_tokens, completion.cost) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("count", [10**19, 1e30, 10**400])
+def test_a_huge_token_count_is_capped(count: object) -> None:
+    """10**19 failed the archive's INTEGER write and 10**400 the float cost, each a
+    traceback that ended the run; a count past MAX_TOKEN_COUNT is taken as that."""
+    odd = reply("x", usage={"prompt_tokens": count, "completion_tokens": 1})
+    with ScriptedServer([odd]) as server:
+        completion = call(make_config(server, price_input_per_mtok=1.0))
+    assert completion.prompt_tokens == MAX_TOKEN_COUNT
+    assert completion.cost == pytest.approx(MAX_TOKEN_COUNT / 1e6)
+
+
+def test_no_prices_take_litellms_table_for_a_model_it_names() -> None:
+    """llm=openai counted every call as $0 unless llm.price_* were set, although the
+    README promised litellm's model table (so search.max_cost never stopped a run on
+    gpt-4o-mini)."""
+    pytest.importorskip("litellm")
+    from evoengine.llm.price_table import table_prices
+
+    input_price, output_price = table_prices("gpt-4o-mini")
+    assert input_price > 0 and output_price > 0
+    usage = reply("x", prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    with ScriptedServer([usage, usage]) as server:
+        assert call(make_config(server, model="gpt-4o-mini")).cost == pytest.approx(
+            input_price + output_price)
+        # a price in config wins over the table
+        assert call(make_config(server, model="gpt-4o-mini", price_input_per_mtok=1.0)
+                    ).cost == pytest.approx(1.0)
+
+
+def test_a_model_without_a_price_is_named_for_a_cost_budget() -> None:
+    """A run with search.max_cost says which models' calls it cannot count."""
+    from evoengine.llm.price_table import unpriced_note
+
+    local = LLMConfig(provider="openai", model="my-local-model", base_url="http://x/v1")
+    assert unpriced_note(local) == (
+        "note: no price is known for my-local-model: its calls count as $0 toward "
+        "search.max_cost; set llm.price_input_per_mtok and llm.price_output_per_mtok (per "
+        "million tokens)")
+    assert unpriced_note(LLMConfig(provider="openai", model="my-local-model",
+                                   price_output_per_mtok=0.0)) == ""
+    assert unpriced_note(LLMConfig(provider="gp")) == ""
 
 
 # -- transient failures, retried --------------------------------------------------------

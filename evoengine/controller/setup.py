@@ -39,6 +39,7 @@ from evoengine.evaluation.problem import Problem
 from evoengine.evaluation.sandbox.base import Limits, SandboxBackend
 from evoengine.evaluation.sandbox.factory import make_backend
 from evoengine.llm.factory import make_mutator
+from evoengine.llm.price_table import unpriced_note
 from evoengine.llm.recording import CallLog
 from evoengine.llm.sandbox_proxy import SandboxLLMProxy, proxy_for
 from evoengine.mutation.novelty import NoveltyFilter, make_novelty_filter
@@ -96,6 +97,7 @@ class _Parts:
     novelty_note: str
     proxy: SandboxLLMProxy | None = None  # the model candidates call (problems/agent)
     proxy_note: str = ""
+    cost_note: str = ""  # models whose calls a cost budget cannot see
 
     @classmethod
     def build(cls, config: RunConfig) -> _Parts:
@@ -107,8 +109,10 @@ class _Parts:
         if config.mutation.self_modify:
             check_self_modify(problem, proxy)
         novelty, novelty_note = make_novelty_filter(config.mutation)
+        cost_note = (unpriced_note(config.llm)
+                     if config.search.max_cost > 0 and hasattr(mutator, "ensemble") else "")
         return cls(problem, mutator, note, feature_space(config), call_log, novelty,
-                   novelty_note, proxy, proxy_note)
+                   novelty_note, proxy, proxy_note, cost_note)
 
     def assemble(self, config: RunConfig, run_dir: Path, db_url: str, store: ArchiveStore,
                  next_step: int) -> RunContext:
@@ -123,7 +127,7 @@ class _Parts:
             archive=Archive(config.search, self.space, config.seed), problem=self.problem,
             evaluator=evaluator, backend=backend, mutator=mutator,
             notes=[n for n in (mutator_note, self.proxy_note, sandbox_note,
-                               self.novelty_note) if n],
+                               self.novelty_note, self.cost_note) if n],
             next_step=next_step, novelty=self.novelty)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import math
 import os
 import random
 import time
@@ -193,7 +194,7 @@ class LiteLLMClient:
         return Completion(text=text, model=self.model, prompt_tokens=prompt_tokens,
                           completion_tokens=completion_tokens,
                           latency_s=time.perf_counter() - start,
-                          cost=self._cost(response, prompt_tokens, completion_tokens))
+                          cost=self._cost(prompt_tokens, completion_tokens))
 
     async def close(self) -> None:
         sdk, handler = self._sdk, self._handler
@@ -270,13 +271,17 @@ class LiteLLMClient:
         completion_tokens = token_count(getattr(usage, "completion_tokens", 0))
         return content, prompt_tokens, completion_tokens
 
-    def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float:
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         price_in, price_out = self.config.price_input_per_mtok, \
             self.config.price_output_per_mtok
         if price_in is not None or price_out is not None:
             return (prompt_tokens * (price_in or 0.0)
                     + completion_tokens * (price_out or 0.0)) / 1_000_000
-        try:  # litellm's model table; unknown models have no price
-            return float(self._litellm.completion_cost(completion_response=response) or 0.0)
+        try:  # litellm's model table, on the checked counts (a negative usage in the
+            # reply lowered the run's cost); unknown models have no price
+            costs = self._litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
+                                                 completion_tokens=completion_tokens)
+            cost = float(sum(costs))
         except Exception:
             return 0.0
+        return cost if math.isfinite(cost) and cost > 0 else 0.0

@@ -39,8 +39,9 @@ kept for later calls; it does not use up a retry.
 ``Completion.latency_s`` is the wall time of the whole ``complete`` call (retries and
 backoff included: what the search waited); ``Completion.model`` is the configured
 model name; tokens come from the reply's ``usage`` (0 when absent); ``cost`` uses
-``llm.price_input_per_mtok`` / ``llm.price_output_per_mtok`` (a missing price counts
-as 0).
+``llm.price_input_per_mtok`` / ``llm.price_output_per_mtok``; with neither set, the
+model's prices in litellm's table when litellm is installed and names the model
+(``price_table.py``), else 0 (``priced`` says which).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from typing import Any
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.errors import causes
 from evoengine.llm.body_cap import body_limit, capping_hook, too_large, too_large_message
+from evoengine.llm.price_table import table_prices
 from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
 from evoengine.llm.retry import one_line as _one_line
 from evoengine.llm.types import Completion, LLMError, token_count
@@ -129,6 +131,14 @@ def _http_client(openai: Any, config: LLMConfig) -> Any:
     return openai.DefaultAioHttpClient(**options)
 
 
+def _prices(config: LLMConfig) -> tuple[tuple[float, float], bool]:
+    """(input, output) dollars per million tokens, and whether any price is known."""
+    if config.price_input_per_mtok is not None or config.price_output_per_mtok is not None:
+        return (config.price_input_per_mtok or 0.0, config.price_output_per_mtok or 0.0), True
+    found = table_prices(config.model)
+    return (found or (0.0, 0.0)), found is not None
+
+
 def _dropped_connection(exc: BaseException) -> str | None:
     """What really happened when the aiohttp transport reports a timeout that was not.
 
@@ -169,6 +179,7 @@ class OpenAIClient:
                                           http_client=_http_client(openai, config))
         self.base_url = str(self._client.base_url).rstrip("/")
         self._adapted: set[str] = set()
+        self._prices, self.priced = _prices(config)
         self._rng = random.Random()
         self._closed = False
 
@@ -324,6 +335,5 @@ class OpenAIClient:
     # -- accounting and pacing ------------------------------------------------------
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        price_in = self.config.price_input_per_mtok or 0.0
-        price_out = self.config.price_output_per_mtok or 0.0
+        price_in, price_out = self._prices
         return (prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000

@@ -47,10 +47,17 @@ class LLMClient(Protocol):
     async def close(self) -> None: ...
 
 
+#: The most tokens one call is taken to have used: far past any model's context, and
+#: small enough for a database's 64-bit integer and for a float cost.
+MAX_TOKEN_COUNT = 10**12
+
+
 def token_count(value: object) -> int:
     """A token count as a server reports it: a whole number >= 0, or 0 for anything
-    else (text, null, infinity, a negative count, which would lower the run's cost)."""
+    else (text, null, infinity, a negative count, which would lower the run's cost);
+    a larger count than ``MAX_TOKEN_COUNT`` is taken as that (it still counts toward
+    ``search.max_cost``; as given it failed the database write)."""
     try:
-        return max(0, int(value or 0))  # type: ignore[call-overload]
+        return min(MAX_TOKEN_COUNT, max(0, int(value or 0)))  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError):
         return 0
