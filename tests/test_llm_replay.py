@@ -127,12 +127,12 @@ def test_replay_rebuilds_the_recorded_archive_without_a_model(run_evo, tmp_path:
 
     changed = run_evo("run", *COMMON, "llm.replay=runs/original", "seed=8", "name=changed",
                       timeout=600)
-    assert changed.returncode == 0, changed.stderr
+    assert changed.returncode == 1, changed.stderr
     assert "Traceback" not in changed.stdout + changed.stderr
     lines = [line for line in changed.stdout.splitlines() if "changed since the recording"
              in line]
     assert len(lines) == 1 and "replay" in lines[0], changed.stdout
-    assert lines[0].startswith("run finished: the model cannot be used: replay of")
+    assert lines[0].startswith("run failed: the model cannot be used: replay of")
     changed_db = tmp_path / "runs" / "changed" / "archive.db"
     assert archive_rows(changed_db, "SELECT outcome FROM mutation_calls") == [
         ("llm_error:replay",)]  # stopped at the first unanswered request, and recorded it

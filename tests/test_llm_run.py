@@ -115,13 +115,15 @@ def test_replies_and_output_no_store_can_hold_are_stored_with_replacements(
     assert feedback and all("bad \ufffd value" in text and "\x00" not in text
                             for text in feedback)
 
-def test_bad_key_stops_at_once_with_one_clear_line(run_evo) -> None:
+def test_bad_key_stops_at_once_with_one_clear_line(run_evo, tmp_path: Path) -> None:
     with ScriptedServer([error(401)] * 5) as server:
         result = run_evo("run", *BASE, f"llm.base_url={server.base_url}", "name=badkey",
                          "search.max_evaluations=50", timeout=300)
-    assert result.returncode == 0
-    assert "the model cannot be used" in result.stdout
+    assert result.returncode == 1  # it was 0: a script could not tell it from a finished run
+    assert "run failed: the model cannot be used" in result.stdout
     assert "API key" in result.stdout
+    db = tmp_path / "runs" / "badkey" / "archive.db"
+    assert archive_rows(db, "SELECT status FROM runs") == [("failed",)]
     assert len(server.requests) == 1  # an auth error is not retried nor asked again
 
 
@@ -139,7 +141,7 @@ def test_a_servers_error_text_is_shown_as_it_is(run_evo) -> None:
     with ScriptedServer([error(404, message=message)] * 5) as server:
         result = run_evo("run", *BASE, f"llm.base_url={server.base_url}", "name=says",
                          "search.max_evaluations=5", timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a 404: the model cannot be used
     line = next(line for line in result.stdout.splitlines() if line.startswith("run "))
     assert "does not exist \\x1b]0;title\\x07" in line and "`m[/x]`" in line
 

@@ -71,7 +71,8 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
         with Dashboard(stats, config.ui, console) as dashboard:
             controller.on_step = dashboard.tick
             validated = asyncio.run(_drive(ctx, controller))
-        status = "interrupted" if controller.stop_reason == STOPPED_BY_USER else "finished"
+        status = ("interrupted" if controller.stop_reason == STOPPED_BY_USER
+                  else "failed" if controller.model_unusable else "finished")
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # before the search took Ctrl-C over
             status = "interrupted"
@@ -86,7 +87,7 @@ def execute(ctx: RunContext, resumed: bool = False) -> int:
     finally:
         if ctx.lock is not None:
             ctx.lock.release()
-    return 0
+    return 1 if controller.model_unusable else 0  # a script can tell it from a finished run
 
 
 async def _drive(ctx: RunContext, controller: Controller) -> list[ValidatedProgram]:

@@ -70,6 +70,7 @@ class Controller:
         self._stop = asyncio.Event()
         self._started = time.monotonic()
         self.stop_reason = ""
+        self.model_unusable = False  # stopped by an auth, model or replay error: exit 1
         self._idle_steps = 0
         self.on_step: Callable[[], None] | None = None  # e.g. the dashboard's tick
         self.rl = attach_rl(context)  # rl.enabled: train and swap adapters (rl/schedule.py)
@@ -292,6 +293,7 @@ class Controller:
         if outcome.outcome != "applied":
             self.stats.outcomes[outcome.outcome] += 1
             if outcome.outcome in FATAL_MODEL_ERRORS and child is not None:
+                self.model_unusable = self.model_unusable or not self._stop.is_set()
                 self.request_stop(f"the model cannot be used: {child.message}")
             self._idle_steps += 1
             if self._idle_steps >= self.ctx.config.search.max_idle_steps:
