@@ -347,3 +347,37 @@ def test_the_start_line_warns_of_a_base_url_where_nothing_answers() -> None:
     with ScriptedServer([]) as server:
         config.base_url = server.base_url
         assert "nothing answers" not in make_mutator(config, ProblemConfig(name="p", entry="f"))[1]
+
+
+def test_retire_leaves_a_member_out_but_never_the_last() -> None:
+    ensemble = ModelEnsemble([Member("a", FakeClient("a")), Member("b", FakeClient("b")),
+                              Member("c", FakeClient("c"))], "fixed")
+    assert ensemble.retire("b") and ensemble.retire("b")  # once out, it stays out
+    rng = random.Random(1)
+    assert {ensemble.choose(rng) for _ in range(200)} == {0, 2}
+    assert ensemble.retire("a")
+    assert not ensemble.retire("c")  # the last one left
+    assert not ensemble.retire("nobody")
+    assert {ensemble.choose(rng) for _ in range(20)} == {2}
+
+
+@pytest.mark.parametrize("status", [401, 404])
+def test_an_ensemble_goes_on_without_a_refused_member(run_evo, tmp_path: Path,
+                                                      status: int) -> None:
+    """One member's rejected key or unknown model stopped the whole run ("the model
+    cannot be used ... check llm.model") although the other member worked."""
+    from evoengine.llm.scripted_server import error
+
+    with ScriptedServer(_good_model(), model="good") as good, \
+            ScriptedServer(lambda request: error(status), model="bad") as bad:
+        models = (f"llm.models=[{{model:bad,base_url:'{bad.base_url}'}},"
+                  f"{{model:good,base_url:'{good.base_url}'}}]")
+        run = run_evo("run", *BASE, models, "name=half", "search.max_evaluations=8",
+                      timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "model bad left out for the rest of this session: " in run.stdout
+    assert "run finished: evaluation budget spent" in run.stdout
+    db = tmp_path / "runs" / "half" / "archive.db"
+    pulls = dict(archive_rows(db, "SELECT model, COUNT(*) FROM mutation_calls GROUP BY model"))
+    assert pulls["bad"] == 1 and pulls["good"] >= 7, pulls  # ucb tries each once, first bad
+    assert len(bad.requests) == 1

@@ -70,6 +70,7 @@ class Dashboard:
         self.mode = mode
         self._live: Live | None = None
         self._last_line = 0.0
+        self._notices_shown = 0
 
     def __enter__(self) -> Dashboard:
         if self.mode == "rich":
@@ -79,10 +80,18 @@ class Dashboard:
         return self
 
     def tick(self) -> None:
-        """Called after each step; the plain mode prints a line every few seconds."""
-        if self.mode != "plain" or time.monotonic() - self._last_line < 5.0:
+        """Called after each step; the plain mode prints a line every few seconds, and
+        each new notice at once."""
+        if self.mode != "plain":
             return
-        self._print_line()
+        self._print_notices()
+        if time.monotonic() - self._last_line >= 5.0:
+            self._print_line()
+
+    def _print_notices(self) -> None:
+        for notice in self.stats.notices[self._notices_shown:]:
+            print(shown(f"note: {notice}"), file=sys.stdout, flush=True)
+        self._notices_shown = len(self.stats.notices)
 
     def _print_line(self) -> None:
         self._last_line = time.monotonic()
@@ -102,6 +111,7 @@ class Dashboard:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
         elif self.mode == "plain":
+            self._print_notices()
             self._print_line()  # the final counts: the last line may be seconds old
             if self.stats.models:  # the final state of the bandit
                 print(shown(f"models: {describe_arms(list(self.stats.models))}"),

@@ -165,6 +165,18 @@ class Controller:
         return (f" ({run_dir} is kept as a failed run: after the fix, "
                 f"`{command_line('evo', 'resume', run_dir)}` continues it)")
 
+    def _retire_model(self, outcome: str, child: Child) -> bool:
+        """An ensemble goes on without a member whose key or model the server refused;
+        whether it could (False: no ensemble, a replay, or no other member left)."""
+        ensemble = getattr(self.ctx.mutator, "ensemble", None)
+        if outcome == "llm_error:replay" or ensemble is None or not ensemble.retire(
+                child.model):
+            return False
+        left_out = f"model {child.model} left out for the rest of this session: {child.message}"
+        self.stats.message = "; ".join(filter(None, (self.stats.message, left_out)))
+        self.stats.notices.append(left_out)
+        return True
+
     async def _seed(self) -> None:
         """Evaluate the problem's initial program and place it on every island."""
         code = self.ctx.problem.initial_code
@@ -292,7 +304,8 @@ class Controller:
                     self.stats.failures[program.error] += 1
         if outcome.outcome != "applied":
             self.stats.outcomes[outcome.outcome] += 1
-            if outcome.outcome in FATAL_MODEL_ERRORS and child is not None:
+            if (outcome.outcome in FATAL_MODEL_ERRORS and child is not None
+                    and not self._retire_model(outcome.outcome, child)):
                 self.model_unusable = self.model_unusable or not self._stop.is_set()
                 self.request_stop(f"the model cannot be used: {child.message}")
             self._idle_steps += 1

@@ -30,6 +30,7 @@ class RunStats:
     # a model ensemble's (model, pulls, mean reward) per member; empty for one model
     models: list[tuple[str, int, float]] = field(default_factory=list)
     message: str = ""
+    notices: list[str] = field(default_factory=list)  # events, each printed once (plain)
 
     @property
     def session_seconds(self) -> float:

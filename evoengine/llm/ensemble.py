@@ -204,6 +204,21 @@ class ModelEnsemble:
                 best, best_value = i, value
         return best
 
+    def retire(self, name: str) -> bool:
+        """Leave member ``name`` out of the choices from now on (the server refused its
+        key or does not know its model); False when it is the last one left, or not a
+        member. Not stored: a resume tries it again."""
+        index = self._index.get(name)
+        if index is None:
+            return False
+        if index in self._eligible:
+            if len(self._eligible) == 1:
+                return False
+            position = self._eligible.index(index)
+            del self._eligible[position]
+            del self._weights[position]
+        return True
+
     # --- learning -------------------------------------------------------------------
     def update(self, index: int, reward: float) -> None:
         """Count one completed pull of member ``index`` with ``reward``."""
