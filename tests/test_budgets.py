@@ -71,6 +71,36 @@ def test_wall_time_budget_stops_the_run(tmp_path: Path) -> None:
     assert context.archive.evaluations < 100000
 
 
+class StuckMutator:
+    """Stands in for a model server that stops answering (a long Retry-After, say):
+    after two children every proposal waits 90 s."""
+
+    name = "stuck"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def propose(self, parent: ParentView, inspirations: list[ParentView], feedback: str,
+                      rng: random.Random) -> Child | None:
+        self.calls += 1
+        if self.calls > 2:
+            await asyncio.sleep(90)
+        return await self.inner.propose(parent, inspirations, feedback, rng)
+
+
+def test_wall_time_budget_does_not_wait_for_steps_in_flight(tmp_path: Path) -> None:
+    """The loop stopped asking at the budget but waited for every step in flight: a
+    model call sleeping on Retry-After kept a 5 s run going for minutes."""
+    context = _context(tmp_path, "search.max_evaluations=100000", "search.max_wall_seconds=2",
+                       "search.llm_concurrency=2", "search.eval_concurrency=2")
+    context.mutator = StuckMutator(context.mutator)
+    controller = _drive(context)
+    assert controller.stop_reason == "wall-time budget spent"
+    assert controller.elapsed_s < 60  # not the 90 s a stuck proposal waits
+    assert context.archive.evaluations == 3  # the seed and the two children
+
+
 class CountingEvaluator:
     """Wraps the real evaluator and records how many evaluations overlap."""
 

@@ -103,6 +103,11 @@ class Controller:
             return False
         return True
 
+    def _wall_left(self) -> float | None:
+        """Seconds to the wall-time budget (None: no such budget)."""
+        limit = self.ctx.config.search.max_wall_seconds
+        return max(0.0, limit - self.elapsed_s) if limit else None
+
     # --- the loop -----------------------------------------------------------------------
     async def run(self) -> None:
         """Seed the archive if it is empty, then ask and tell until done."""
@@ -117,8 +122,11 @@ class Controller:
                 self._ask_more(tasks)
                 if not tasks or self._stop.is_set():
                     break
-                done, _ = await asyncio.wait([*tasks, stop_waiter],
+                done, _ = await asyncio.wait([*tasks, stop_waiter], timeout=self._wall_left(),
                                              return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the wall-time budget is hard: steps in flight are dropped
+                    self.request_stop("wall-time budget spent")
+                    break
                 if self._deterministic:  # in step order: the first unfinished one waits
                     for task in sorted(tasks, key=lambda t: tasks[t].step):
                         if not task.done() or self._stop.is_set():
