@@ -96,6 +96,19 @@ def test_permanent_failures_are_not_retried(failure: dict, kind: str) -> None:
     assert len(s.requests) == 1
 
 
+def test_a_429_waits_as_the_server_asks_and_quota_is_not_retried() -> None:
+    """litellm's own backoff stood in for the server's Retry-After (0.01 s here), and
+    an exhausted quota was retried as if waiting helped; the openai client did both."""
+    with ScriptedServer([error(429, retry_after=0.5), reply("ok")]) as s:
+        completion = _complete(_client(s))
+    assert completion.text == "ok" and completion.latency_s >= 0.5
+    with ScriptedServer([error(429, code="insufficient_quota"), reply("ok")]) as s, \
+            pytest.raises(LLMError) as info:
+        _complete(_client(s))
+    assert info.value.kind == "rate_limit" and len(s.requests) == 1
+    assert "quota exhausted for openai/scripted-model" in str(info.value)
+
+
 def test_exhausted_retries_and_malformed_replies() -> None:
     with ScriptedServer([error(500)] * 5) as s, pytest.raises(LLMError) as info:
         _complete(_client(s))

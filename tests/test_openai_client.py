@@ -22,9 +22,9 @@ from evoengine.config.llm_schema import LLMConfig  # noqa: E402
 from evoengine.llm.openai_client import (  # noqa: E402
     RETRY_AFTER_CAP_S,
     OpenAIClient,
-    _retry_after,
 )
 from evoengine.llm.retry import MAX_BACKOFF_S, backoff_delay
+from evoengine.llm.retry import retry_after_s as _retry_after
 from evoengine.llm.scripted_server import (  # noqa: E402
     ScriptedServer,
     drop,

@@ -39,7 +39,7 @@ from typing import Any
 
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.llm.body_cap import body_limit, capping_hook, too_large, too_large_message
-from evoengine.llm.retry import Failure, call_with_retries, one_line
+from evoengine.llm.retry import Failure, call_with_retries, one_line, retry_after_s
 from evoengine.llm.types import Completion, LLMError, token_count
 
 # status-less exception classes of litellm, by the kind the engine gives them
@@ -248,13 +248,20 @@ class LiteLLMClient:
                 "not found" in detail.lower() or "does not exist" in detail.lower()):
             return Failure("model", f"unknown model {self.model!r}; check llm.model "
                            f"({detail})", retry=False)
+        body = getattr(exc, "body", None)
+        if "RateLimitError" in names and isinstance(body, dict) and body.get(
+                "code") == "insufficient_quota":  # waiting does not help
+            return Failure("rate_limit", f"quota exhausted for {self.model}: {detail}; check "
+                           "the account's plan and billing", retry=False)
         for name, kind, retry in _KINDS:
             if name in names:
                 if kind == "auth":
                     detail = f"the provider rejected the API key for {self.model}: {detail}"
                 elif kind == "model":
                     detail = f"unknown model {self.model!r}; check llm.model ({detail})"
-                return Failure(kind, detail, retry=retry)
+                # the server's Retry-After, as litellm keeps its response headers
+                wait = retry_after_s(getattr(exc, "litellm_response_headers", None))
+                return Failure(kind, detail, retry=retry, retry_after=wait if retry else None)
         return Failure("malformed", f"{type(exc).__name__} for {self.model}: {detail}",
                        retry=True)
 

@@ -47,7 +47,6 @@ model's prices in litellm's table when litellm is installed and names the model
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import importlib.util
 import json
 import logging
@@ -61,7 +60,13 @@ from evoengine.config.llm_schema import LLMConfig
 from evoengine.errors import causes
 from evoengine.llm.body_cap import body_limit, capping_hook, too_large, too_large_message
 from evoengine.llm.price_table import table_prices
-from evoengine.llm.retry import MAX_BACKOFF_S, RETRY_AFTER_CAP_S, Failure, call_with_retries
+from evoengine.llm.retry import (
+    MAX_BACKOFF_S,
+    RETRY_AFTER_CAP_S,
+    Failure,
+    call_with_retries,
+    retry_after_s,
+)
 from evoengine.llm.retry import one_line as _one_line
 from evoengine.llm.types import Completion, LLMError, token_count
 
@@ -79,32 +84,6 @@ def _field(obj: Any, name: str) -> Any:
     if isinstance(obj, dict):
         return obj.get(name)
     return getattr(obj, name, None)
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds asked for by ``retry-after-ms`` or ``Retry-After`` (seconds or a date)."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _http_client(openai: Any, config: LLMConfig) -> Any:
@@ -320,13 +299,13 @@ class OpenAIClient:
                 return Failure("rate_limit", f"quota exhausted at {where}: {detail}; "
                                 "check the account's plan and billing", retry=False)
             return Failure("rate_limit", f"rate limited by {where}: {detail}", retry=True,
-                            retry_after=_retry_after(exc.response.headers))
+                            retry_after=retry_after_s(exc.response.headers))
         if status >= 500:
             return Failure("server", f"server error from {where}: {detail}", retry=True,
-                            retry_after=_retry_after(exc.response.headers))
+                            retry_after=retry_after_s(exc.response.headers))
         if status == 408:
             return Failure("timeout", f"request timed out at {where}: {detail}",
-                            retry=True, retry_after=_retry_after(exc.response.headers))
+                            retry=True, retry_after=retry_after_s(exc.response.headers))
         if status == 400 and param in _ADAPTABLE and code.startswith("unsupported"):
             return Failure("bad_request", f"{where}: {detail}", retry=False, adapt=param)
         return Failure("bad_request", f"the server rejected the request at {where}: "

@@ -9,10 +9,12 @@ jitter, retries a malformed reply at most once, and raises a one-line ``LLMError
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from evoengine.llm.types import LLMError
 
@@ -87,3 +89,31 @@ async def call_with_retries(attempt: Callable[[], Awaitable[T]], *, model: str,
             log.debug("model %s: %s (%s); retry %d/%d in %.2fs", model, failure.kind,
                       failure.message, retries, max_retries, delay)
             await asyncio.sleep(delay)
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds asked for by ``retry-after-ms`` or ``Retry-After`` (seconds or a date)."""
+    if headers is None:
+        return None
+    if isinstance(headers, dict):  # a plain mapping (litellm's): names in any case
+        headers = {str(name).lower(): value for name, value in headers.items()}
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
