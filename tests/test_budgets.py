@@ -7,6 +7,7 @@ here): it wraps the real GP mutator and reports a price per call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from pathlib import Path
 
@@ -147,3 +148,33 @@ def test_concurrency_is_bounded(tmp_path: Path) -> None:
     assert context.evaluator.peak == 3  # type: ignore[attr-defined]
     assert context.mutator.peak == 2  # type: ignore[attr-defined]
     assert context.archive.evaluations == 30
+
+
+class SameChildMutator:
+    """Every proposal gives the same child: as two model calls in flight may."""
+
+    name = "same"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.first: Child | None = None
+
+    async def propose(self, parent: ParentView, inspirations: list[ParentView], feedback: str,
+                      rng: random.Random) -> Child | None:
+        await asyncio.sleep(0.05)  # all four steps are in flight before any is told
+        while self.first is None:
+            child = await self.inner.propose(parent, inspirations, feedback, rng)
+            if child is not None and child.outcome == "applied" and child.code != parent.code:
+                self.first = child
+        return dataclasses.replace(self.first)
+
+
+def test_the_same_code_from_steps_in_flight_is_evaluated_once(tmp_path: Path) -> None:
+    """Only the archive was checked for duplicates, so two steps in flight with the same
+    child evaluated it twice (README: code already evaluated never is again)."""
+    context = _context(tmp_path, "search.max_evaluations=50", "search.max_idle_steps=12",
+                       "search.llm_concurrency=4", "search.eval_concurrency=4")
+    context.mutator = SameChildMutator(context.mutator)
+    controller = _drive(context)
+    assert "nothing new to evaluate" in controller.stop_reason
+    assert context.archive.evaluations == 2  # the seed and the child, once

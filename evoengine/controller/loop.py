@@ -67,6 +67,7 @@ class Controller:
             self._in_flight_limit *= 2  # asked ahead: waiting for a slot, or told later
         self._told = 0  # steps told this session
         self._first_told: dict[str, int] = {}  # code hash -> ``_told`` when it came in
+        self._evaluating: set[str] = set()  # code hashes of children being evaluated
         self._stop = asyncio.Event()
         self._started = time.monotonic()
         self.stop_reason = ""
@@ -234,6 +235,11 @@ class Controller:
             return StepOutcome("duplicate", child)
         if self._too_similar(work, child):
             return StepOutcome("too_similar", child)
+        if not self._deterministic:  # the same code from two steps in flight: once
+            digest = code_hash(child.code)
+            if digest in self._evaluating:
+                return StepOutcome("duplicate", child)
+            self._evaluating.add(digest)  # until the step is told (_tell)
         async with self._eval_slots:
             result = await self.ctx.evaluator.evaluate(child.code)
         return StepOutcome("applied", child, result)
@@ -287,6 +293,8 @@ class Controller:
         self._told += 1
         program = None
         child = outcome.child
+        if child is not None and outcome.outcome == "applied":
+            self._evaluating.discard(code_hash(child.code))
         if child is not None and outcome.evaluation is not None:
             program = self._record(child.code, child.operator, child.model,
                                    outcome.evaluation, work.island, work.parent, work.step,
