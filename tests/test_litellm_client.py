@@ -109,6 +109,17 @@ def test_a_429_waits_as_the_server_asks_and_quota_is_not_retried() -> None:
     assert "quota exhausted for openai/scripted-model" in str(info.value)
 
 
+def test_a_reply_litellm_cannot_convert_is_malformed() -> None:
+    """A float token count made litellm fail to convert the reply; it came out as a
+    server error with litellm's traceback in the message, retried with full backoff."""
+    odd = reply("hi", usage={"prompt_tokens": 10.5, "completion_tokens": 3})
+    with ScriptedServer([odd] * 5) as s, pytest.raises(LLMError) as info:
+        _complete(_client(s))
+    assert info.value.kind == "malformed" and len(s.requests) == 2  # retried once
+    assert str(info.value) == ("litellm could not read the reply of openai/scripted-model "
+                               "(Invalid response object) (after 2 attempts)")
+
+
 def test_exhausted_retries_and_malformed_replies() -> None:
     with ScriptedServer([error(500)] * 5) as s, pytest.raises(LLMError) as info:
         _complete(_client(s))

@@ -242,6 +242,11 @@ class LiteLLMClient:
         detail = one_line(getattr(exc, "message", None) or exc, 200)
         if "missing credentials" in detail.lower() or "api_key client option" in detail:
             return Failure("auth", f"no API key for {self.model}: {detail}", retry=False)
+        if "Invalid response object" in detail:  # litellm could not convert the reply
+            # (a float token count, say): the reply's fault, not the server's; its
+            # message carries litellm's traceback, left out here
+            return Failure("malformed", f"litellm could not read the reply of {self.model} "
+                           "(Invalid response object)", retry=True)
         if isinstance(status, int) and status >= 500 and "APIError" in names:
             return Failure("server", f"server error for {self.model}: {detail}", retry=True)
         if "LLM Provider NOT provided" in str(exc) or "model" in detail.lower() and (
