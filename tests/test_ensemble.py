@@ -381,3 +381,8 @@ def test_an_ensemble_goes_on_without_a_refused_member(run_evo, tmp_path: Path,
     pulls = dict(archive_rows(db, "SELECT model, COUNT(*) FROM mutation_calls GROUP BY model"))
     assert pulls["bad"] == 1 and pulls["good"] >= 7, pulls  # ucb tries each once, first bad
     assert len(bad.requests) == 1
+    # the step's row says how long it waited (it said 0); its call's row says why
+    [(latency,)] = archive_rows(db, "SELECT latency_s FROM mutation_calls WHERE model = 'bad'")
+    assert latency > 0
+    [(message,)] = archive_rows(db, "SELECT error_message FROM llm_calls WHERE model = 'bad'")
+    assert ("HTTP 401" if status == 401 else "unknown model 'bad'") in message, message

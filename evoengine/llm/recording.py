@@ -113,9 +113,9 @@ class RecordingClient:
             completion = await self.inner.complete(messages, temperature=temperature,
                                                    max_tokens=max_tokens, seed=seed)
         except LLMError as exc:
-            latency_s = getattr(exc, "latency_s", None)  # set by a replayed error
-            if latency_s is None:
-                latency_s = time.perf_counter() - started
+            if exc.latency_s is None:  # (a replayed error has the recorded one)
+                exc.latency_s = time.perf_counter() - started
+            latency_s = exc.latency_s
             # a reply that came back unusable keeps its start, tokens and cost
             self.log.record(request, completion=exc.spent, error=exc, latency_s=latency_s)
             raise
@@ -224,7 +224,7 @@ class ReplayClient:
                 or recorded.cost
             failure = LLMError(str(row["error_kind"]), str(row["error_message"]),
                                spent=recorded if spent else None)
-            failure.latency_s = recorded.latency_s  # type: ignore[attr-defined]
+            failure.latency_s = recorded.latency_s
             raise failure
         return recorded
 

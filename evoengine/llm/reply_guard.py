@@ -42,7 +42,9 @@ class ReplyGuard:
             message = str(exc)
             if storable_text(message) is message:  # (the same object when it is clean)
                 raise
-            raise LLMError(exc.kind, storable_text(message), exc.spent) from None
+            clean = LLMError(exc.kind, storable_text(message), exc.spent)
+            clean.latency_s = exc.latency_s
+            raise clean from None
         size = len(completion.text)
         if self.max_chars is None or size <= self.max_chars:
             text = storable_text(completion.text)

@@ -28,12 +28,16 @@ class LLMError(RuntimeError):
     ``spent``: a reply that came back but cannot be used (one over
     ``llm.max_reply_chars``), with what it cost; its text is the part worth keeping.
     The tokens and cost still count towards the run's accounting and budget.
+
+    ``latency_s``: how long the failed call took, when known (set where calls are
+    recorded, and from the recording on replay).
     """
 
     def __init__(self, kind: str, message: str, spent: Completion | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.spent = spent
+        self.latency_s: float | None = None
 
 
 class LLMClient(Protocol):

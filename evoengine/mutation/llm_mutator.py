@@ -120,8 +120,10 @@ class LLMMutator:
         except LLMError as exc:
             if exc.spent is not None:  # a reply came back but cannot be used
                 _account(child, exc.spent)
+            elif exc.latency_s is not None:  # the failed call's wait, as recorded
+                child.latency_s += exc.latency_s
             child.outcome = f"llm_error:{exc.kind}"
-            child.message = str(exc)
+            child.message = str(exc)  # (its text is in llm_calls)
             return child
         child.outcome = result.outcome
         child.message = result.message
