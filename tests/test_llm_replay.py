@@ -125,6 +125,14 @@ def test_replay_rebuilds_the_recorded_archive_without_a_model(run_evo, tmp_path:
     assert "replay of runs/original" in auto.stdout and "offline GP" not in auto.stdout
     _assert_same_run(db, tmp_path / "runs" / "auto" / "archive.db")
 
+    # past the recording's end: said as such (it blamed a change of config or code)
+    longer = run_evo("run", *COMMON, "llm.replay=runs/original", "seed=7", "name=longer",
+                     "search.max_evaluations=40", timeout=600)
+    assert longer.returncode == 1, longer.stderr
+    last = archive_rows(db, "SELECT MAX(step) FROM mutation_calls")[0][0]
+    assert (f"the recording ends at step {last}: a replay cannot go past it (give "
+            "search.max_evaluations no larger than the recorded run's, 15)") in longer.stdout
+
     changed = run_evo("run", *COMMON, "llm.replay=runs/original", "seed=8", "name=changed",
                       timeout=600)
     assert changed.returncode == 1, changed.stderr

@@ -212,7 +212,7 @@ class ReplayClient:
             what = (f"answers this request {where} only {len(answers)} time(s)" if answers
                     else f"has no answer to this request {where}")
             raise LLMError("replay", f"replay of {self.source}: the recording {what} "
-                           f"(request {digest[:12]}); {self._why_not_replayable()}")
+                           f"(request {digest[:12]}); {self._why_not_replayable(step)}")
         self._served[(step, digest)] = served + 1
         row = answers[served]
         recorded = Completion(text=row["response"], model=self.model,
@@ -231,8 +231,13 @@ class ReplayClient:
     async def close(self) -> None:
         self._store.engine.dispose()
 
-    def _why_not_replayable(self) -> str:
+    def _why_not_replayable(self, step: int | None) -> str:
         search = self._recorded_config.get("search") or {}
+        last = self._store.last_step()
+        if step is not None and step > last:
+            budget = search.get("max_evaluations")
+            return (f"the recording ends at step {last}: a replay cannot go past it (give "
+                    f"search.max_evaluations no larger than the recorded run's, {budget})")
         concurrency = max(int(search.get("llm_concurrency") or 1),
                           int(search.get("eval_concurrency") or 1))
         if concurrency > 1 and not search.get("deterministic"):
