@@ -285,10 +285,14 @@ def test_replay_client_answers_in_recorded_order(tmp_path: Path) -> None:
     assert _ask(replay, 1, "y") == "b"
     exhausted = _ask(replay, 0, "same")
     assert exhausted.startswith("replay: ") and "only 2 time(s)" in exhausted
-    for changed in (_ask(replay, 1, "y", seed=2), _ask(replay, 2, "y"),
+    for changed in (_ask(replay, 1, "y", seed=2),
                     _ask(ReplayClient(str(tmp_path), "other-model"), 1, "y")):
         assert changed.startswith("replay: ") and "changed since the recording" in changed
         assert "\n" not in changed
+    past = _ask(replay, 2, "y")  # a step after the recording's last
+    assert past.startswith("replay: ") and past.endswith(
+        "the recording ends at step 1: a replay cannot go past it (give "
+        "search.max_evaluations no larger than the recorded run's)")
 
 
 def test_replay_uses_the_session_that_finished_a_step(tmp_path: Path) -> None:

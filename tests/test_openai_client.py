@@ -172,6 +172,22 @@ def test_no_prices_take_litellms_table_for_a_model_it_names() -> None:
                     ).cost == pytest.approx(1.0)
 
 
+def test_a_refusal_still_counts_its_tokens() -> None:
+    """A reply with usage but no content (a refusal) is billed; its tokens and cost were
+    dropped with it, so refusals could run past search.max_cost."""
+    with ScriptedServer([malformed("refusal"), malformed("refusal")]) as server:
+        exc = call_error(make_config(server, price_input_per_mtok=1.0,
+                                     price_output_per_mtok=2.0))
+    assert exc.kind == "malformed" and "the model refused: I can't help" in str(exc)
+    assert exc.spent is not None  # both attempts' tokens
+    assert (exc.spent.prompt_tokens, exc.spent.completion_tokens) == (2000, 20)
+    assert exc.spent.cost == pytest.approx((2000 * 1.0 + 20 * 2.0) / 1e6)
+    with ScriptedServer([malformed("refusal"), reply("ok", prompt_tokens=5,
+                                                     completion_tokens=5)]) as server:
+        completion = call(make_config(server, price_input_per_mtok=1.0))
+    assert completion.text == "ok" and completion.prompt_tokens == 1005
+
+
 def test_a_model_without_a_price_is_named_for_a_cost_budget() -> None:
     """A run with search.max_cost says which models' calls it cannot count."""
     from evoengine.llm.price_table import unpriced_note

@@ -326,6 +326,13 @@ class ArchiveStore:
                 LLMCall.run_id == self.run_id)).scalar()
         return 0 if last is None else int(last) + 1
 
+    def last_llm_call_step(self) -> int | None:
+        """The highest step a recorded model call belongs to; None if none does."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(LLMCall.step)).where(
+                LLMCall.run_id == self.run_id)).scalar()
+        return None if last is None else int(last)
+
     def llm_calls(self, request_hash: str) -> list[dict[str, Any]]:
         """The recorded calls of one request, in the order they were made."""
         with self.engine.connect() as conn:

@@ -167,11 +167,22 @@ class OpenAIClient:
     async def complete(self, messages: list[dict[str, str]], *, temperature: float,
                        max_tokens: int, seed: int | None = None) -> Completion:
         start = time.perf_counter()
-        text, prompt_tokens, completion_tokens = await call_with_retries(
-            lambda: self._attempt(messages, temperature=temperature, max_tokens=max_tokens,
-                                  seed=seed),
-            model=self.model, max_retries=self.config.max_retries,
-            backoff_s=self.config.backoff_s, rng=self._rng, adapted=self._adapted)
+        unusable = [0, 0]  # tokens of replies that came back with usage but no content
+        try:
+            text, prompt_tokens, completion_tokens = await call_with_retries(
+                lambda: self._attempt(messages, temperature=temperature,
+                                      max_tokens=max_tokens, seed=seed, unusable=unusable),
+                model=self.model, max_retries=self.config.max_retries,
+                backoff_s=self.config.backoff_s, rng=self._rng, adapted=self._adapted)
+        except LLMError as exc:  # a refusal is billed: its tokens count all the same
+            if exc.spent is None and any(unusable):
+                exc.spent = Completion(
+                    text="", model=self.model, prompt_tokens=unusable[0],
+                    completion_tokens=unusable[1], latency_s=time.perf_counter() - start,
+                    cost=self._cost(*unusable))
+            raise
+        prompt_tokens += unusable[0]
+        completion_tokens += unusable[1]
         return Completion(
             text=text, model=self.model, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, latency_s=time.perf_counter() - start,
@@ -204,7 +215,8 @@ class OpenAIClient:
         return body
 
     async def _attempt(self, messages: list[dict[str, str]], *, temperature: float,
-                       max_tokens: int, seed: int | None) -> tuple[str, int, int]:
+                       max_tokens: int, seed: int | None, unusable: list[int]
+                       ) -> tuple[str, int, int]:
         openai = self._openai
         timeout = self.config.timeout_s
         body = self._request(messages, temperature=temperature, max_tokens=max_tokens,
@@ -245,15 +257,20 @@ class OpenAIClient:
         except openai.OpenAIError as exc:
             raise Failure("server", f"{type(exc).__name__} from {self.base_url}: {exc}",
                            retry=False) from None
-        return self._parse(reply)
+        return self._parse(reply, unusable)
 
-    def _parse(self, response: Any) -> tuple[str, int, int]:
+    def _parse(self, response: Any, unusable: list[int]) -> tuple[str, int, int]:
+        """(content, prompt tokens, completion tokens); a reply without content adds
+        its tokens to ``unusable`` before it fails."""
         where = f"reply from {self.base_url}"
         if isinstance(response, (str, bytes)):
             raise Failure("malformed", f"{where} is not JSON: {_one_line(response, 80)!r}",
                            retry=True)
+        usage = _field(response, "usage")
+        tokens = (self._tokens(usage, "prompt_tokens"), self._tokens(usage, "completion_tokens"))
         choices = _field(response, "choices")
         if not choices or not isinstance(choices, (list, tuple)):
+            unusable[:] = [unusable[0] + tokens[0], unusable[1] + tokens[1]]
             raise Failure("malformed", f"{where} has no choices", retry=True)
         message = _field(choices[0], "message")
         content = _field(message, "content") if message is not None else None
@@ -262,11 +279,10 @@ class OpenAIClient:
             reason = _field(choices[0], "finish_reason")
             detail = f"; the model refused: {refusal}" if refusal else (
                 f" (finish_reason={reason})" if reason else "")
+            unusable[:] = [unusable[0] + tokens[0], unusable[1] + tokens[1]]
             raise Failure("malformed", f"{where} has no message content{detail}",
                            retry=True)
-        usage = _field(response, "usage")
-        return content, self._tokens(usage, "prompt_tokens"), self._tokens(
-            usage, "completion_tokens")
+        return content, tokens[0], tokens[1]
 
     @staticmethod
     def _tokens(usage: Any, name: str) -> int:

@@ -233,11 +233,12 @@ class ReplayClient:
 
     def _why_not_replayable(self, step: int | None) -> str:
         search = self._recorded_config.get("search") or {}
-        last = self._store.last_step()
-        if step is not None and step > last:
+        last = self._store.last_llm_call_step()
+        if step is not None and last is not None and step > last:
             budget = search.get("max_evaluations")
+            recorded = f", {budget}" if budget is not None else ""
             return (f"the recording ends at step {last}: a replay cannot go past it (give "
-                    f"search.max_evaluations no larger than the recorded run's, {budget})")
+                    f"search.max_evaluations no larger than the recorded run's{recorded})")
         concurrency = max(int(search.get("llm_concurrency") or 1),
                           int(search.get("eval_concurrency") or 1))
         if concurrency > 1 and not search.get("deterministic"):

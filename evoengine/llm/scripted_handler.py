@@ -184,6 +184,15 @@ class StepHandler(BaseHTTPRequestHandler):
                                   "choices": [{"index": 0, "finish_reason": "stop",
                                                "message": {"role": "assistant",
                                                            "content": None}}]})
+        elif kind == "refusal":  # billed like any reply: it has usage
+            self._send_json(200, {"id": "chatcmpl-refusal", "object": "chat.completion",
+                                  "created": int(time.time()), "model": "scripted",
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant",
+                                                           "content": None,
+                                                           "refusal": "I can't help"}}],
+                                  "usage": {"prompt_tokens": 1000, "completion_tokens": 10,
+                                            "total_tokens": 1010}})
         else:
             self._send_error_body(500, f"scripted server: unknown malformed kind {kind!r}",
                                   "server_error", None, None)

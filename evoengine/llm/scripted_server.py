@@ -51,6 +51,8 @@ step                                       what the server does
 ``{"malformed": "empty_choices"}``          200, ``"choices": []``
 ``{"malformed": "no_content"}``             200, a choice whose message content is null
 ``{"malformed": "not_json"}``               200, ``text/html`` body
+``{"malformed": "refusal"}``                200, null content with a ``refusal`` and a
+                                           usage of 1,000 + 10 tokens
 ``{"flood": mb}``                           200, ``application/json``, a body of ``mb`` MB
                                            with no length, sent until then or until the
                                            client hangs up (``server.flooded``: the bytes

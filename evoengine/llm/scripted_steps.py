@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-MALFORMED_KINDS = {"invalid_json", "no_choices", "empty_choices", "no_content", "not_json"}
+MALFORMED_KINDS = {"invalid_json", "no_choices", "empty_choices", "no_content", "not_json",
+                   "refusal"}
 
 
 def reply(text: str, *, prompt_tokens: int | None = None,
