@@ -233,12 +233,6 @@ class ReplayClient:
 
     def _why_not_replayable(self, step: int | None) -> str:
         search = self._recorded_config.get("search") or {}
-        last = self._store.last_llm_call_step()
-        if step is not None and last is not None and step > last:
-            budget = search.get("max_evaluations")
-            recorded = f", {budget}" if budget is not None else ""
-            return (f"the recording ends at step {last}: a replay cannot go past it (give "
-                    f"search.max_evaluations no larger than the recorded run's{recorded})")
         concurrency = max(int(search.get("llm_concurrency") or 1),
                           int(search.get("eval_concurrency") or 1))
         if concurrency > 1 and not search.get("deterministic"):
@@ -246,6 +240,12 @@ class ReplayClient:
                     "search.deterministic=true, so which archive each step saw depended on "
                     "timing; record with search.deterministic=true (or concurrencies of 1) "
                     "and replay with the same settings")
+        last = self._store.last_llm_call_step()
+        if step is not None and last is not None and step > last:
+            budget = search.get("max_evaluations")
+            recorded = f", {budget}" if budget is not None else ""
+            return (f"the recording ends at step {last}: a replay cannot go past it (give "
+                    f"search.max_evaluations no larger than the recorded run's{recorded})")
         return ("the config or code changed since the recording (replay needs the same "
                 "config, seed, problem and prompt templates)")
 
