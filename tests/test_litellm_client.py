@@ -99,9 +99,10 @@ def test_permanent_failures_are_not_retried(failure: dict, kind: str) -> None:
 def test_a_429_waits_as_the_server_asks_and_quota_is_not_retried() -> None:
     """litellm's own backoff stood in for the server's Retry-After (0.01 s here), and
     an exhausted quota was retried as if waiting helped; the openai client did both."""
-    with ScriptedServer([error(429, retry_after=0.5), reply("ok")]) as s:
-        completion = _complete(_client(s))
-    assert completion.text == "ok" and completion.latency_s >= 0.5
+    for status in (429, 503):
+        with ScriptedServer([error(status, retry_after=0.5), reply("ok")]) as s:
+            completion = _complete(_client(s))
+        assert completion.text == "ok" and completion.latency_s >= 0.5, status
     with ScriptedServer([error(429, code="insufficient_quota"), reply("ok")]) as s, \
             pytest.raises(LLMError) as info:
         _complete(_client(s))

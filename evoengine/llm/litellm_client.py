@@ -187,7 +187,7 @@ class LiteLLMClient:
     async def complete(self, messages: list[dict[str, str]], *, temperature: float,
                        max_tokens: int, seed: int | None = None) -> Completion:
         start = time.perf_counter()
-        response, (text, prompt_tokens, completion_tokens) = await call_with_retries(
+        text, prompt_tokens, completion_tokens = await call_with_retries(
             lambda: self._attempt(messages, temperature, max_tokens, seed),
             model=self.model, max_retries=self.config.max_retries,
             backoff_s=self.config.backoff_s, rng=self._rng)
@@ -205,7 +205,7 @@ class LiteLLMClient:
             await handler.close()
 
     async def _attempt(self, messages: list[dict[str, str]], temperature: float,
-                       max_tokens: int, seed: int | None) -> tuple[Any, tuple[str, int, int]]:
+                       max_tokens: int, seed: int | None) -> tuple[str, int, int]:
         kwargs: dict[str, Any] = dict(model=self.model, messages=messages,
                                       temperature=temperature, max_tokens=max_tokens,
                                       timeout=self.config.timeout_s, num_retries=0,
@@ -227,7 +227,7 @@ class LiteLLMClient:
                           f"{self.config.timeout_s:g}s", retry=True) from None
         except Exception as exc:  # litellm maps every provider's errors to its own types
             raise self._classify(exc) from None
-        return response, self._parse(response)
+        return self._parse(response)
 
     def _classify(self, exc: Exception) -> Failure:
         flooded = too_large(exc)
@@ -247,8 +247,11 @@ class LiteLLMClient:
             # message carries litellm's traceback, left out here
             return Failure("malformed", f"litellm could not read the reply of {self.model} "
                            "(Invalid response object)", retry=True)
+        # the server's Retry-After, as litellm keeps its response headers
+        wait = retry_after_s(getattr(exc, "litellm_response_headers", None))
         if isinstance(status, int) and status >= 500 and "APIError" in names:
-            return Failure("server", f"server error for {self.model}: {detail}", retry=True)
+            return Failure("server", f"server error for {self.model}: {detail}", retry=True,
+                           retry_after=wait)
         if "LLM Provider NOT provided" in str(exc) or "model" in detail.lower() and (
                 "not found" in detail.lower() or "does not exist" in detail.lower()):
             return Failure("model", f"unknown model {self.model!r}; check llm.model "
@@ -264,8 +267,6 @@ class LiteLLMClient:
                     detail = f"the provider rejected the API key for {self.model}: {detail}"
                 elif kind == "model":
                     detail = f"unknown model {self.model!r}; check llm.model ({detail})"
-                # the server's Retry-After, as litellm keeps its response headers
-                wait = retry_after_s(getattr(exc, "litellm_response_headers", None))
                 return Failure(kind, detail, retry=retry, retry_after=wait if retry else None)
         return Failure("malformed", f"{type(exc).__name__} for {self.model}: {detail}",
                        retry=True)

@@ -10,6 +10,7 @@ there is no price: the run then counts those calls as $0, and says so when
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -20,9 +21,12 @@ from evoengine.config.llm_schema import LLMConfig
 TABLE_FILE = "model_prices_and_context_window_backup.json"
 
 
+@functools.lru_cache(maxsize=64)
 def table_prices(model: str) -> tuple[float, float] | None:
     """(input, output) dollars per million tokens for ``model`` (or the model without an
-    ``openai/`` prefix) in litellm's table; None when there is no such entry."""
+    ``openai/`` prefix) in litellm's table; None when there is no such entry. Kept per
+    model (the client and the start-up note ask for the same one); the table itself,
+    a few MB of objects, is not kept."""
     table = _table()
     names = [model] + ([model.split("/", 1)[1]] if model.startswith("openai/") else [])
     for name in names:
