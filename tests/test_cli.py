@@ -88,6 +88,17 @@ def test_eval_bad_arguments_are_one_line(run_evo, tmp_path: Path) -> None:
     assert "program: binary.py is not UTF-8 text (byte 5)" in binary.stderr
 
 
+def test_dashboard_shows_each_notice_as_given() -> None:
+    """A member left out of an ensemble is a notice: in the panel, with the server's
+    text shown as it is (no markup, control characters escaped)."""
+    stats = RunStats("demo", "bin_packing", "a+b (ucb)", "process", max_evaluations=20)
+    stats.notices.append("model b left out for the rest of this session: no [/x] \x1b]0;t")
+    console = Console(record=True, width=160)
+    console.print(render(stats))
+    text = console.export_text()
+    assert "note: model b left out for the rest of this session: no [/x] \\x1b]0;t" in text
+
+
 def test_dashboard_shows_progress_best_rate_failures_and_top() -> None:
     stats = RunStats("demo", "bin_packing", "gp", "process", max_evaluations=200,
                      evaluations=50, session_evaluations=50, best_score=-3.25,

@@ -56,6 +56,7 @@ def render(stats: RunStats) -> Panel:
         parts.append(markup_free(f"models: {describe_arms(models)}"))
     if stats.message:
         parts.append(markup_free(stats.message))
+    parts.extend(markup_free(shown(f"note: {notice}")) for notice in stats.notices)
     return Panel(Group(*parts), title="evoengine", border_style="blue")
 
 

@@ -181,9 +181,8 @@ class Controller:
         if outcome == "llm_error:replay" or ensemble is None or not ensemble.retire(
                 child.model):
             return False
-        left_out = f"model {child.model} left out for the rest of this session: {child.message}"
-        self.stats.message = "; ".join(filter(None, (self.stats.message, left_out)))
-        self.stats.notices.append(left_out)
+        self.stats.notices.append(
+            f"model {child.model} left out for the rest of this session: {child.message}")
         return True
 
     async def _seed(self) -> None:

@@ -30,7 +30,7 @@ class RunStats:
     # a model ensemble's (model, pulls, mean reward) per member; empty for one model
     models: list[tuple[str, int, float]] = field(default_factory=list)
     message: str = ""
-    notices: list[str] = field(default_factory=list)  # events, each printed once (plain)
+    notices: list[str] = field(default_factory=list)  # events: in the panel, once in plain
 
     @property
     def session_seconds(self) -> float:
