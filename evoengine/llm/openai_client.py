@@ -41,7 +41,7 @@ backoff included: what the search waited); ``Completion.model`` is the configure
 model name; tokens come from the reply's ``usage`` (0 when absent); ``cost`` uses
 ``llm.price_input_per_mtok`` / ``llm.price_output_per_mtok``; with neither set, the
 model's prices in litellm's table when litellm is installed and names the model
-(``price_table.py``), else 0 (``priced`` says which).
+(``price_table.py``), else 0.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from typing import Any
 from evoengine.config.llm_schema import LLMConfig
 from evoengine.errors import causes
 from evoengine.llm.body_cap import body_limit, capping_hook, too_large, too_large_message
-from evoengine.llm.price_table import table_prices
+from evoengine.llm.price_table import model_prices
 from evoengine.llm.retry import (
     MAX_BACKOFF_S,
     RETRY_AFTER_CAP_S,
@@ -110,14 +110,6 @@ def _http_client(openai: Any, config: LLMConfig) -> Any:
     return openai.DefaultAioHttpClient(**options)
 
 
-def _prices(config: LLMConfig) -> tuple[tuple[float, float], bool]:
-    """(input, output) dollars per million tokens, and whether any price is known."""
-    if config.price_input_per_mtok is not None or config.price_output_per_mtok is not None:
-        return (config.price_input_per_mtok or 0.0, config.price_output_per_mtok or 0.0), True
-    found = table_prices(config.model)
-    return (found or (0.0, 0.0)), found is not None
-
-
 def _dropped_connection(exc: BaseException) -> str | None:
     """What really happened when the aiohttp transport reports a timeout that was not.
 
@@ -158,7 +150,7 @@ class OpenAIClient:
                                           http_client=_http_client(openai, config))
         self.base_url = str(self._client.base_url).rstrip("/")
         self._adapted: set[str] = set()
-        self._prices, self.priced = _prices(config)
+        self._prices = model_prices(config) or (0.0, 0.0)
         self._rng = random.Random()
         self._closed = False
 

@@ -54,6 +54,14 @@ def _table() -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def model_prices(config: LLMConfig) -> tuple[float, float] | None:
+    """(input, output) dollars per million tokens for ``config``'s model: its
+    ``llm.price_*`` (an unset one counts 0), else litellm's table; None if neither."""
+    if config.price_input_per_mtok is not None or config.price_output_per_mtok is not None:
+        return config.price_input_per_mtok or 0.0, config.price_output_per_mtok or 0.0
+    return table_prices(config.model)
+
+
 def unpriced_note(config: LLMConfig) -> str:
     """A warning naming the models of an ``llm=openai`` run whose calls count as $0
     (no ``llm.price_*`` and not in litellm's table); empty when every one has a price.
@@ -63,8 +71,7 @@ def unpriced_note(config: LLMConfig) -> str:
     if config.provider not in ("openai", "auto") or config.replay:
         return ""
     unpriced = [member.model for member, _ in member_configs(config)
-                if member.price_input_per_mtok is None and member.price_output_per_mtok is None
-                and table_prices(member.model) is None]
+                if model_prices(member) is None]
     if not unpriced:
         return ""
     return (f"note: no price is known for {', '.join(dict.fromkeys(unpriced))}: its calls "
