@@ -230,12 +230,12 @@ class Controller:
         except EvolveBlockError as exc:
             return StepOutcome("rejected", child, EvaluationResult.failure(
                 ErrorKind.REJECTED_EDIT, str(exc)))
-        if self._is_known(child.code, work):
+        digest = code_hash(child.code)
+        if self._is_known(digest, work):
             return StepOutcome("duplicate", child)
         if self._too_similar(work, child):
             return StepOutcome("too_similar", child)
         if not self._deterministic:  # the same code from two steps in flight: once
-            digest = code_hash(child.code)
             if digest in self._evaluating:
                 return StepOutcome("duplicate", child)
             self._evaluating.add(digest)  # until the step is told (_tell)
@@ -243,9 +243,9 @@ class Controller:
             result = await self.ctx.evaluator.evaluate(child.code)
         return StepOutcome("applied", child, result)
 
-    def _is_known(self, code: str, work: Work) -> bool:
-        """Is ``code`` in the archive (deterministic runs: as ``work`` was asked)?"""
-        digest = code_hash(code)
+    def _is_known(self, digest: str, work: Work) -> bool:
+        """Is the code of hash ``digest`` in the archive (deterministic runs: as ``work``
+        was asked)?"""
         if digest not in self.ctx.archive.hashes:
             return False
         return not self._deterministic or self._first_told.get(digest, 0) <= work.told_before
