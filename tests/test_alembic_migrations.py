@@ -4,16 +4,24 @@ archive made before Alembic (by ``create_all``) is adopted with its data intact.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, insert, inspect
 
 from evoengine.archive.models import Base, MutationCall, Program, Run
 from evoengine.archive.records import ProgramRecord
-from evoengine.archive.schema_migrate import SchemaError, head_revision
+from evoengine.archive.schema_migrate import (
+    HEAD_REVISION,
+    SchemaError,
+    alembic_config,
+    head_revision,
+)
 from evoengine.archive.store import ArchiveStore, StepRecord, make_engine, sqlite_url
 from tests.conftest import archive_rows
 
@@ -103,3 +111,63 @@ def test_a_database_with_only_some_archive_tables_is_refused(tmp_path: Path) -> 
     with pytest.raises(SchemaError, match="not an evoengine archive"):
         make_engine(sqlite_url(path))
     assert archive_rows(path, "SELECT note FROM runs") == [("not ours",)]
+
+
+def schema_snapshot(engine) -> dict:
+    """Every table's columns, keys, indexes and constraints, as the database reports them."""
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        return {table: {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                        for c in inspector.get_columns(table)],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "foreign_keys": sorted((tuple(fk["constrained_columns"]), fk["referred_table"],
+                                    tuple(fk["referred_columns"]))
+                                   for fk in inspector.get_foreign_keys(table)),
+            "indexes": sorted((ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
+                              for ix in inspector.get_indexes(table)),
+            "unique": sorted(tuple(u["column_names"])
+                             for u in inspector.get_unique_constraints(table)),
+        } for table in sorted(inspector.get_table_names())}
+
+
+def built_by_every_revision(url: str):
+    """An engine on the empty database at ``url`` after Alembic ran every revision."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    return engine
+
+
+def test_the_head_revision_constant_is_the_head_of_the_revision_scripts() -> None:
+    assert head_revision() == HEAD_REVISION, \
+        "a new revision was added: set schema_migrate.HEAD_REVISION to it"
+
+
+def test_a_new_archive_has_the_schema_that_every_revision_builds(tmp_path: Path) -> None:
+    quick = make_engine(sqlite_url(tmp_path / "archive.db"))  # create_all, stamped
+    full = built_by_every_revision(sqlite_url(tmp_path / "revisions.db"))
+    assert schema_snapshot(quick) == schema_snapshot(full)
+    with sqlite3.connect(tmp_path / "archive.db") as a, \
+            sqlite3.connect(tmp_path / "revisions.db") as b:
+        ddl = "SELECT type, name, sql FROM sqlite_master ORDER BY name"  # the very DDL
+        assert a.execute(ddl).fetchall() == b.execute(ddl).fetchall()
+    quick.dispose()
+    full.dispose()
+
+
+def test_opening_a_new_or_current_archive_does_not_import_alembic(tmp_path: Path) -> None:
+    """Alembic is about 0.1 s of every start; only an archive that needs it loads it."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from evoengine.archive.store import make_engine, sqlite_url\n"
+            f"url = sqlite_url(Path({str(tmp_path / 'archive.db')!r}))\n"
+            "make_engine(url).dispose()\n"  # new
+            "make_engine(url).dispose()\n"  # at the head
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert archive_rows(tmp_path / "archive.db", "SELECT version_num FROM alembic_version") \
+        == [(HEAD_REVISION,)]

@@ -20,6 +20,7 @@ from evoengine.archive.records import ProgramRecord
 from evoengine.archive.schema_migrate import head_revision
 from evoengine.archive.store import ArchiveStore, StepRecord, StoreError, make_engine
 from evoengine.evaluation.result import EvaluationResult
+from tests.test_alembic_migrations import built_by_every_revision, schema_snapshot
 from tests.test_llm_run import run_with_unstorable_replies
 
 pytestmark = pytest.mark.postgres
@@ -73,6 +74,17 @@ def test_the_schema_on_postgresql_is_the_models_schema(postgres_url: str) -> Non
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() \
             == head_revision()
     engine.dispose()
+
+
+def test_a_new_postgresql_archive_has_the_schema_every_revision_builds(
+        postgres_server) -> None:
+    """``create_all`` stamped at the head (what a new archive gets) against Alembic
+    running every revision, each on an empty database of its own."""
+    quick = make_engine(postgres_server.create_database())
+    full = built_by_every_revision(postgres_server.create_database())
+    assert schema_snapshot(quick) == schema_snapshot(full)
+    quick.dispose()
+    full.dispose()
 
 
 def test_controllers_opening_a_new_database_at_once_migrate_it_once(postgres_url: str
